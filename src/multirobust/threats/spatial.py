@@ -1,0 +1,123 @@
+"""Spatial threat model: rotations and translations (Engstrom et al. 2019)."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+
+from .base import Threat, _flat
+from .lp import _fmt
+
+
+class Spatial(Threat):
+    """Rotate by at most ``max_rotation`` degrees and shift by at most ``max_translation`` pixels.
+
+    A member of the set is ``apply(x, params)`` with per-example ``params`` (N, 3) holding the angle
+    in degrees and the horizontal and vertical shifts in pixels. Resampling is bilinear with zero
+    (black) padding, through ``affine_grid``/``grid_sample``.
+
+    Args:
+        max_rotation: largest rotation, in degrees, either way.
+        max_translation: largest shift along each axis, in pixels, either way.
+    """
+
+    def __init__(self, max_rotation: float, max_translation: float) -> None:
+        for label, value in (("max_rotation", max_rotation), ("max_translation", max_translation)):
+            if not isinstance(value, int | float) or not math.isfinite(value) or value < 0:
+                raise ValueError(f"Invalid {label}: {value!r} (must be a finite number >= 0)")
+        if max_rotation > 180:
+            raise ValueError(f"Invalid max_rotation: {max_rotation!r} (must be <= 180 degrees)")
+        self.max_rotation = float(max_rotation)
+        self.max_translation = float(max_translation)
+
+    def __str__(self) -> str:
+        return f"spatial:{_fmt(self.max_rotation)},{_fmt(self.max_translation)}"
+
+    @property
+    def is_trivial(self) -> bool:
+        return self.max_rotation == 0 and self.max_translation == 0
+
+    @property
+    def limits(self) -> tuple[float, float, float]:
+        """Bounds on |angle|, |tx|, |ty|."""
+        return (self.max_rotation, self.max_translation, self.max_translation)
+
+    def apply(self, x: torch.Tensor, params: torch.Tensor) -> torch.Tensor:
+        """Rotate and shift each image of ``x`` (N, C, H, W) by its row of ``params`` (N, 3)."""
+        if x.dim() != 4:
+            raise ValueError(f"Spatial threats need images of shape (N, C, H, W), got {tuple(x.shape)}")
+        n, _, h, w = x.shape
+        params = params.to(device=x.device, dtype=x.dtype)
+        angle = params[:, 0] * (math.pi / 180.0)
+        cos, sin = angle.cos(), angle.sin()
+        theta = torch.zeros(n, 2, 3, device=x.device, dtype=x.dtype)
+        # affine_grid maps output coordinates to input coordinates in [-1, 1]; the inverse of
+        # "rotate by a then shift by t" is used so that positive angles turn the image anticlockwise.
+        theta[:, 0, 0] = cos
+        theta[:, 0, 1] = -sin * h / w
+        theta[:, 1, 0] = sin * w / h
+        theta[:, 1, 1] = cos
+        theta[:, 0, 2] = -2.0 * params[:, 1] / w
+        theta[:, 1, 2] = -2.0 * params[:, 2] / h
+        grid = F.affine_grid(theta, list(x.shape), align_corners=False)
+        out = F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+        return out.clamp(0.0, 1.0)
+
+    def clamp_params(self, params: torch.Tensor) -> torch.Tensor:
+        """Project parameters onto their allowed ranges."""
+        lim = torch.tensor(self.limits, device=params.device, dtype=params.dtype)
+        return torch.maximum(torch.minimum(params, lim), -lim)
+
+    def random_params(
+        self, n: int, generator: torch.Generator | None = None, *, device: torch.device | str = "cpu"
+    ) -> torch.Tensor:
+        """Uniformly random parameters (n, 3) within the limits."""
+        u = torch.rand((n, 3), generator=generator, device=device)
+        lim = torch.tensor(self.limits, device=device)
+        return (2 * u - 1) * lim
+
+    def grid(
+        self, rotations: int = 31, translations: int = 5, *, device: torch.device | str = "cpu"
+    ) -> torch.Tensor:
+        """All combinations of evenly spaced angles and shifts, (rotations·translations², 3).
+
+        The default 31 × 5 × 5 grid is the one of Engstrom et al. (2019).
+        """
+        angles = torch.linspace(-self.max_rotation, self.max_rotation, max(rotations, 1))
+        shifts = torch.linspace(-self.max_translation, self.max_translation, max(translations, 1))
+        if self.max_rotation == 0:
+            angles = torch.zeros(1)
+        if self.max_translation == 0:
+            shifts = torch.zeros(1)
+        mesh = torch.cartesian_prod(angles, shifts, shifts).reshape(-1, 3)
+        # Put the identity first so that ties keep the clean image.
+        ident = (mesh.abs().sum(1) == 0).nonzero().flatten()
+        if ident.numel():
+            order = torch.cat([ident[:1], torch.arange(mesh.shape[0])[mesh.abs().sum(1) != 0]])
+            mesh = mesh[order]
+        else:
+            mesh = torch.cat([torch.zeros(1, 3), mesh])
+        return mesh.to(device)
+
+    def contains(
+        self,
+        x_adv: torch.Tensor,
+        x: torch.Tensor,
+        atol: float = 1e-5,
+        params: object | None = None,
+    ) -> torch.Tensor:
+        """Membership needs the parameters: ``x_adv == apply(x, params)`` with params in range.
+
+        Without ``params`` only the clean image itself is recognised as a member.
+        """
+        if params is None:
+            return (_flat(x_adv) - _flat(x)).abs().amax(1) <= atol
+        if not isinstance(params, torch.Tensor) or params.shape != (x.shape[0], 3):
+            raise ValueError("Spatial.contains needs params of shape (N, 3): angle, tx, ty")
+        lim = torch.tensor(self.limits, device=params.device, dtype=params.dtype)
+        in_range = (params.abs() <= lim * (1 + atol) + atol).all(1).to(x.device)
+        recon = self.apply(x, params)
+        close = (_flat(recon) - _flat(x_adv)).abs().amax(1) <= max(atol, 1e-4)
+        return in_range & close & self.in_box(x_adv, atol)
