@@ -45,8 +45,14 @@ PAIRS = [(n, t) for n in attacks.names() for t in THREATS if _supported(n, t)]
 def _fast(name):
     """Small budgets so the suite stays quick; only options the attack has."""
     fields = {f.name for f in dataclasses.fields(attacks.get(name))}
-    small = {"steps": 4, "rotations": 5, "translations": 3, "trials": 4, "lambdas": 3,
-             "target_classes": 2}
+    small = {
+        "steps": 4,
+        "rotations": 5,
+        "translations": 3,
+        "trials": 4,
+        "lambdas": 3,
+        "target_classes": 2,
+    }
     return {k: v for k, v in small.items() if k in fields}
 
 
@@ -148,8 +154,11 @@ def test_model_state_restored(model, batch, name, threat):
     model.train()
     model.bn.eval()  # mixed modes must come back exactly
     model.conv.weight.requires_grad_(False)
-    stats = (model.bn.running_mean.clone(), model.bn.running_var.clone(),
-             model.bn.num_batches_tracked.clone())
+    stats = (
+        model.bn.running_mean.clone(),
+        model.bn.running_var.clone(),
+        model.bn.num_batches_tracked.clone(),
+    )
     weights = {k: v.clone() for k, v in model.state_dict().items()}
     attacks.create(name, threat=threat, **_fast(name))(model, x, y)
     assert model.training and model.head.training and not model.bn.training

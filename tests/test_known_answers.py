@@ -32,7 +32,8 @@ def _setup(b=30.0):
     return model, w, x, y
 
 
-# A large bias (30, not so large that float64 softmax saturates) keeps the class from flipping, so the attack runs to its budget and the optimum of
+# A large bias (30; not so large that float64 softmax saturates) keeps the class from flipping,
+# so the attack runs to its budget and the optimum of
 # the CE loss (decreasing w·x) is the boundary point below.
 def _linf_opt(w, eps):
     return -eps * w.sign()
@@ -88,7 +89,7 @@ def test_l1_box_aware_fills_largest_coordinates_greedily():
     expected = torch.zeros_like(w)
     expected[order[:2]] = -0.5 * w[order[:2]].sign()
     expected[order[2]] = -0.2 * w[order[2]].sign()
-    achieved = ((res.x_adv - x) @ w)
+    achieved = (res.x_adv - x) @ w
     optimum = expected @ w
     assert torch.allclose(achieved, optimum.expand(3), rtol=0.01)
     assert ((res.x_adv - x).abs().sum(1) <= eps + 1e-6).all()
@@ -111,9 +112,9 @@ def test_union_picks_the_worst_member_per_example():
     y = torch.ones(2, dtype=torch.long)
     eps_inf, eps_2 = 0.01, 0.5
     drop_inf, drop_2 = eps_inf * w.abs().sum().item(), eps_2 * w.norm().item()
-    res = attacks.create(
-        "pgd", threat=f"union(linf:{eps_inf},l2:{eps_2})", random_start=False
-    )(model, x, y)
+    res = attacks.create("pgd", threat=f"union(linf:{eps_inf},l2:{eps_2})", random_start=False)(
+        model, x, y
+    )
     expected = 0 if drop_inf > drop_2 else 1
     assert (res.threat_index == expected).all()
     drop = -((res.x_adv - x) @ w)

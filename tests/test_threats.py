@@ -78,6 +78,7 @@ def test_l1_projection_matches_dykstra_too():
     v, x = _cases(n=10, d=6, seed=3)
     eps = 0.7
     got = L1Ball(eps).project(v, x)
+
     # The ℓ1 ball alone (no box) by the sort-free bisection, inside Dykstra with the box.
     def ball(y, x0):  # the ℓ1 ball alone, by bisection on the soft threshold
         d = y - x0
@@ -150,8 +151,17 @@ def test_steepest_ascent_directions():
 
 @pytest.mark.parametrize(
     "text",
-    ["linf:0.3", "l2:2", "l1:10", "linf:8/255", "spatial:30,3", "union(linf:0.3,l2:2,l1:10)",
-     "affine(linf:0.3,l1:10)", "union(linf:0.3,spatial:30,3)", "l1:12,q=95"],
+    [
+        "linf:0.3",
+        "l2:2",
+        "l1:10",
+        "linf:8/255",
+        "spatial:30,3",
+        "union(linf:0.3,l2:2,l1:10)",
+        "affine(linf:0.3,l1:10)",
+        "union(linf:0.3,spatial:30,3)",
+        "l1:12,q=95",
+    ],
 )
 def test_parse_roundtrip(text):
     t = parse(text)

@@ -54,9 +54,7 @@ def margin(
     return value.clamp(max=confidence) if confidence != float("inf") else value
 
 
-def dlr(
-    logits: torch.Tensor, y: torch.Tensor, targets: torch.Tensor | None = None
-) -> torch.Tensor:
+def dlr(logits: torch.Tensor, y: torch.Tensor, targets: torch.Tensor | None = None) -> torch.Tensor:
     """Difference of Logits Ratio (Croce & Hein 2020), scale-invariant, to maximise.
 
     Untargeted: −(z_y − max_{i≠y} z_i) / (z_π1 − z_π3).

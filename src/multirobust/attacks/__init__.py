@@ -7,7 +7,7 @@
 """
 
 from . import affine, apgd, pgd, spatial  # noqa: F401  (registration)
-from .base import AttackResult, Attack, Context, source_target
+from .base import Attack, AttackResult, Context, source_target
 from .pgd import pgd_perturb
 from .registry import create, get, names
 

@@ -101,7 +101,13 @@ def apgd_run(
                 return out, found_all
             c = ctx.subset(live)
             x0 = c.x
-            eta, x_cur, x_prev, f_cur, grad = eta[keep], x_cur[keep], x_prev[keep], f_cur[keep], grad[keep]
+            eta, x_cur, x_prev, f_cur, grad = (
+                eta[keep],
+                x_cur[keep],
+                x_prev[keep],
+                f_cur[keep],
+                grad[keep],
+            )
             x_best, f_best, x_hit, found = x_best[keep], f_best[keep], x_hit[keep], found[keep]
             halve, increases = halve[keep], increases[keep]
             eta_at_check, f_best_at_check = eta_at_check[keep], f_best_at_check[keep]
@@ -195,9 +201,15 @@ class APGDTargeted(APGD):
                 break
             sub = ctx.subset(rows)
             targeted = Context(
-                model=sub.model, x=sub.x, y=sub.y, targets=order[rows, j],
-                generator=sub.generator, threat=sub.threat, loss=sub.loss,
-                goal_met=sub.goal_met, counter=sub.counter,
+                model=sub.model,
+                x=sub.x,
+                y=sub.y,
+                targets=order[rows, j],
+                generator=sub.generator,
+                threat=sub.threat,
+                loss=sub.loss,
+                goal_met=sub.goal_met,
+                counter=sub.counter,
             )
             cand, _ = self._restarts(targeted)
             # Success is judged by the caller's goal (misclassification), not by the target.

@@ -169,8 +169,10 @@ def check_logits(logits: Any, n: int) -> None:
         )
     if not torch.isfinite(logits).all():
         raise ValueError("The model returned NaN or infinite logits")
-    if logits.shape[1] > 1 and bool((logits >= 0).all()) and bool(
-        ((logits.sum(1) - 1).abs() < 1e-3).all()
+    if (
+        logits.shape[1] > 1
+        and bool((logits >= 0).all())
+        and bool(((logits.sum(1) - 1).abs() < 1e-3).all())
     ):
         raise ValueError(
             "The model appears to return probabilities (non-negative rows summing to 1), not "
@@ -227,7 +229,7 @@ class Attack(ABC):
         assert isinstance(self.threat, Threat)
         return self.threat
 
-    def _validate(self) -> None:
+    def _validate(self) -> None:  # noqa: B027 - optional hook, most attacks override it
         """Check subclass options; raise ValueError naming the bad one."""
 
     @classmethod
@@ -310,7 +312,9 @@ class Attack(ABC):
         todo = (~skip).nonzero().flatten()
 
         x_adv = x.clone()
-        members = list(self.threat_model) if isinstance(self.threat_model, Union) else [self.threat_model]
+        members = (
+            list(self.threat_model) if isinstance(self.threat_model, Union) else [self.threat_model]
+        )
         member_params: list[Any] = [None] * len(members)
         index = torch.zeros(n, dtype=torch.long, device=x.device)
         best_loss = torch.full((n,), float("-inf"), device=x.device, dtype=x.dtype)
@@ -328,10 +332,10 @@ class Attack(ABC):
                 generator=generator,
                 threat=threat,
                 loss=loss_fn,
-                goal_met=lambda logits, r, rows=rows: goal_met(logits, rows[r]),
+                goal_met=_compose(goal_met, rows),
                 counter=counter,
             )
-            cand, params = self._run(ctx)
+            cand, found_params = self._run(ctx)
             if isinstance(threat, LpBall):
                 cand = threat.project(cand, ctx.x)
             with torch.no_grad():
@@ -344,8 +348,9 @@ class Attack(ABC):
             index[take] = i
             best_loss[take] = cand_loss[better]
             won[rows] |= hit
-            member_params[i] = _scatter_params(params, rows, n, better, threat, x)
+            member_params[i] = _scatter_params(found_params, rows, n, better, threat, x)
 
+        params: Any
         with torch.no_grad():
             logits = counter(x_adv)
         success = goal_met(logits, all_rows)
@@ -353,7 +358,7 @@ class Attack(ABC):
             success &= targets >= 0
         final_loss = loss_fn(logits, y, targets.clamp_min(0) if targets is not None else None)
         if isinstance(self.threat_model, Union):
-            params: Any = (index, member_params)
+            params = (index, member_params)
             norm = torch.full((n,), float("nan"), device=x.device, dtype=x.dtype)
             for i, t in enumerate(members):
                 if isinstance(t, LpBall):
@@ -403,6 +408,13 @@ class Attack(ABC):
         Returns:
             ``(x_adv, params)``; ``params`` is None for ℓp threats.
         """
+
+
+def _compose(
+    goal_met: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], rows: torch.Tensor
+) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+    """``goal_met`` for a sub-batch: its row r is row ``rows[r]`` of the whole batch."""
+    return lambda logits, r: goal_met(logits, rows[r])
 
 
 def _scatter_params(

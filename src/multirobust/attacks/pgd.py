@@ -135,8 +135,16 @@ def pgd_perturb(
         start = tm.random_init(xs, generator) if random_start else xs.clone()
         sub_goal = None if goal_met is None else (lambda lg, rr, rows=rows: goal_met(lg, rows[rr]))
         cand, hit = pgd_restart(
-            model, xs, ys, tm, start, steps=steps, step_size=alpha, loss_fn=loss_fn,
-            targets=ts, goal_met=sub_goal,
+            model,
+            xs,
+            ys,
+            tm,
+            start,
+            steps=steps,
+            step_size=alpha,
+            loss_fn=loss_fn,
+            targets=ts,
+            goal_met=sub_goal,
         )
         if restarts == 1:
             best[rows], found[rows] = cand, hit
@@ -185,9 +193,17 @@ class PGD(Attack):
     def _run(self, ctx: Context) -> tuple[torch.Tensor, Any]:
         assert isinstance(ctx.threat, LpBall)
         x_adv = pgd_perturb(
-            ctx.model, ctx.x, ctx.y, ctx.threat, steps=self.steps, step_size=self.step_size,
-            loss=ctx.loss, random_start=self.random_start, restarts=self.restarts,
-            targets=ctx.targets, generator=ctx.generator,
+            ctx.model,
+            ctx.x,
+            ctx.y,
+            ctx.threat,
+            steps=self.steps,
+            step_size=self.step_size,
+            loss=ctx.loss,
+            random_start=self.random_start,
+            restarts=self.restarts,
+            targets=ctx.targets,
+            generator=ctx.generator,
             goal_met=ctx.goal_met if self.early_stop else None,
         )
         return x_adv, None

@@ -27,7 +27,9 @@ def _worst_over(ctx: Context, candidates: torch.Tensor, chunk: int) -> tuple[tor
         for j in range(k):
             params = candidates[live, j]
             logits = ctx.model(threat.apply(ctx.x[live], params))
-            value = ctx.loss(logits, ctx.y[live], None if ctx.targets is None else ctx.targets[live])
+            value = ctx.loss(
+                logits, ctx.y[live], None if ctx.targets is None else ctx.targets[live]
+            )
             hit = ctx.met(logits, live)
             better = hit | (value > best_loss[live])
             rows = live[better]

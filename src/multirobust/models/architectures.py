@@ -129,6 +129,8 @@ def madry_cnn(
 
 def _init_resnet(model: nn.Module) -> None:
     """He-normal convolutions, unit batch-norm scales, zero biases."""
+    if any(p.is_meta for p in model.parameters()):
+        return  # shape-only model (checkpoint validation): initialising is pointless and slow
     for m in model.modules():
         if isinstance(m, nn.Conv2d):
             nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")

@@ -22,6 +22,7 @@ import numbers
 import os
 import pickle
 import secrets
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -41,7 +42,7 @@ VERSION = 1
 _RESERVED = ("format", "version", "arch", "kwargs", "dataset", "metadata", "state_dict")
 
 PathLike = str | os.PathLike[str]
-MapLocation = str | torch.device | dict[str, str] | None
+MapLocation = str | torch.device | dict[str, str] | Callable[[Any, str], Any] | None
 
 
 class CheckpointError(ValueError):
@@ -117,7 +118,7 @@ def _safe_extra(value: Any, where: str) -> Any:
     ``torch.device``, ``torch.Size``, and lists/tuples/sets/dicts of these (dict keys may be
     any allowed scalar). Number subclasses are converted to plain Python numbers.
     """
-    if value is None or isinstance(value, torch.Tensor | _EXTRA_ATOMS):
+    if value is None or isinstance(value, (torch.Tensor, *_EXTRA_ATOMS)):
         return value
     if isinstance(value, bool):
         return bool(value)

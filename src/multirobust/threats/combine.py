@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from typing import Any, cast
 
 import torch
 
@@ -30,7 +31,7 @@ class Union(Threat):
     def __str__(self) -> str:
         return "union(" + ",".join(str(t) for t in self.threats) + ")"
 
-    def __iter__(self):  # type: ignore[no-untyped-def]
+    def __iter__(self) -> Iterator[Threat]:
         return iter(self.threats)
 
     def __len__(self) -> int:
@@ -56,7 +57,7 @@ class Union(Threat):
             for t in self.threats:
                 result |= t.contains(x_adv, x, atol)
             return result
-        index, member_params = params  # type: ignore[misc]
+        index, member_params = cast(tuple[torch.Tensor, list[Any]], params)
         result = torch.zeros(x.shape[0], dtype=torch.bool, device=x.device)
         for i, t in enumerate(self.threats):
             mine = index.to(x.device) == i
@@ -110,14 +111,16 @@ class Affine(Threat):
         box = self.in_box(x_adv, atol)
         delta = x_adv.to(torch.float64) - x.to(torch.float64)
         if params is not None:
-            lam, da, db = params  # type: ignore[misc]
+            lam, da, db = cast(tuple[torch.Tensor, torch.Tensor, torch.Tensor], params)
             lam64 = lam.to(torch.float64)
             ok_lam = (lam64 >= -atol) & (lam64 <= 1 + atol)
             ok_a = self.a.norm(da) <= self.a.eps * (1 + atol) + atol
             ok_b = self.b.norm(db) <= self.b.eps * (1 + atol) + atol
-            unclipped = x.to(torch.float64) + _per_example(lam64, delta) * da.to(torch.float64) + (
-                1 - _per_example(lam64, delta)
-            ) * db.to(torch.float64)
+            unclipped = (
+                x.to(torch.float64)
+                + _per_example(lam64, delta) * da.to(torch.float64)
+                + (1 - _per_example(lam64, delta)) * db.to(torch.float64)
+            )
             # Clipping may only move a coordinate toward x (shrink), never past it.
             recon = unclipped.clamp(0.0, 1.0)
             close = (_flat(recon) - _flat(x_adv.to(torch.float64))).abs().amax(1) <= max(atol, 1e-5)
@@ -139,6 +142,8 @@ class Affine(Threat):
             left = excess(m1) <= excess(m2)
             hi = torch.where(left, m2, hi)
             lo = torch.where(left, lo, m1)
-        best = torch.minimum(excess((lo + hi) / 2), torch.minimum(excess(lo * 0), excess(hi * 0 + 1)))
+        best = torch.minimum(
+            excess((lo + hi) / 2), torch.minimum(excess(lo * 0), excess(hi * 0 + 1))
+        )
         scale = max(linf.eps, other.eps, 1.0)
         return box & (best <= atol * scale)

@@ -88,8 +88,10 @@ class LpBall(Threat):
     def _sample_delta(self, x: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
         """A random perturbation inside the ball (before the box)."""
 
-    def random_init(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
-        """A random point of the set around ``x``: uniform in the ball, then projected to the box."""
+    def random_init(
+        self, x: torch.Tensor, generator: torch.Generator | None = None
+    ) -> torch.Tensor:
+        """A random point of the set around ``x``: uniform in the ball, projected to the box."""
         if self.eps == 0:
             return x.clone()
         return self.project(x + self._sample_delta(x, generator), x)
@@ -107,7 +109,7 @@ class LpBall(Threat):
         """
 
     def default_step_size(self, steps: int) -> float:
-        """Madry et al.'s rule of thumb: 2.5 ε / steps, enough to reach the boundary from anywhere."""
+        """Madry et al.'s rule of thumb: 2.5 ε / steps, enough to reach the boundary anywhere."""
         return 2.5 * self.eps / max(steps, 1)
 
     @staticmethod

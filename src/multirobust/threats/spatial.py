@@ -47,14 +47,16 @@ class Spatial(Threat):
     def apply(self, x: torch.Tensor, params: torch.Tensor) -> torch.Tensor:
         """Rotate and shift each image of ``x`` (N, C, H, W) by its row of ``params`` (N, 3)."""
         if x.dim() != 4:
-            raise ValueError(f"Spatial threats need images of shape (N, C, H, W), got {tuple(x.shape)}")
+            raise ValueError(
+                f"Spatial threats need images of shape (N, C, H, W), got {tuple(x.shape)}"
+            )
         n, _, h, w = x.shape
         params = params.to(device=x.device, dtype=x.dtype)
         angle = params[:, 0] * (math.pi / 180.0)
         cos, sin = angle.cos(), angle.sin()
         theta = torch.zeros(n, 2, 3, device=x.device, dtype=x.dtype)
         # affine_grid maps output coordinates to input coordinates in [-1, 1]; the inverse of
-        # "rotate by a then shift by t" is used so that positive angles turn the image anticlockwise.
+        # "rotate by a, then shift by t" is used: positive angles turn the image anticlockwise.
         theta[:, 0, 0] = cos
         theta[:, 0, 1] = -sin * h / w
         theta[:, 1, 0] = sin * w / h
@@ -71,7 +73,11 @@ class Spatial(Threat):
         return torch.maximum(torch.minimum(params, lim), -lim)
 
     def random_params(
-        self, n: int, generator: torch.Generator | None = None, *, device: torch.device | str = "cpu"
+        self,
+        n: int,
+        generator: torch.Generator | None = None,
+        *,
+        device: torch.device | str = "cpu",
     ) -> torch.Tensor:
         """Uniformly random parameters (n, 3) within the limits."""
         u = torch.rand((n, 3), generator=generator, device=device)

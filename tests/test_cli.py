@@ -1,0 +1,143 @@
+"""The command line: attack, quickstart, list, and clear errors."""
+
+import json
+
+import torch
+from click.testing import CliRunner
+
+from multirobust.cli import main
+
+
+def test_attack_command(mnist_checkpoint, tmp_path):
+    out = tmp_path / "out"
+    adv = tmp_path / "adv.pt"
+    result = CliRunner().invoke(
+        main,
+        [
+            "attack",
+            "--checkpoint",
+            str(mnist_checkpoint),
+            "--dataset",
+            "mnist",
+            "--threat",
+            "linf:0.3",
+            "--threat",
+            "spatial:30,3",
+            "--attack",
+            "auto",
+            "--option",
+            "steps=10",
+            "--n",
+            "60",
+            "--quiet",
+            "--out",
+            str(out),
+            "--save-adv",
+            str(adv),
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    assert "linf:0.3" in result.output and "(clean)" in result.output
+    report = json.loads((out / "attack.json").read_text())
+    assert report["n"] == 60
+    assert report["threats"]["linf:0.3"]["robust_accuracy"] < 0.1
+    assert report["threats"]["spatial:30,3"]["attack"] == "spatial-grid"
+    assert report["union_accuracy"] <= report["threats"]["linf:0.3"]["robust_accuracy"]
+    assert (out / "attack.md").read_text().startswith("# multirobust attack")
+    saved = torch.load(adv, weights_only=True)
+    assert saved["x_adv"]["linf:0.3"].shape == (60, 1, 28, 28)
+
+
+def test_attack_command_errors(mnist_checkpoint, tmp_path):
+    runner = CliRunner()
+    r = runner.invoke(
+        main, ["attack", "--checkpoint", str(tmp_path / "none.pt"), "--threat", "linf:0.3"]
+    )
+    assert r.exit_code != 0 and "not found" in r.output
+    r = runner.invoke(
+        main, ["attack", "--checkpoint", str(mnist_checkpoint), "--threat", "linf:-1"]
+    )
+    assert r.exit_code != 0 and "Invalid eps" in r.output
+    r = runner.invoke(
+        main,
+        [
+            "attack",
+            "--checkpoint",
+            str(mnist_checkpoint),
+            "--threat",
+            "linf:0.3",
+            "--attack",
+            "nope",
+        ],
+    )
+    assert r.exit_code != 0 and "Unknown attack 'nope'" in r.output
+    r = runner.invoke(
+        main,
+        [
+            "attack",
+            "--checkpoint",
+            str(mnist_checkpoint),
+            "--n",
+            "5",
+            "--threat",
+            "linf:0.3",
+            "--option",
+            "stepz=3",
+            "--quiet",
+        ],
+    )
+    assert r.exit_code != 0 and "Unknown option(s) stepz" in r.output
+    r = runner.invoke(
+        main,
+        [
+            "attack",
+            "--checkpoint",
+            str(mnist_checkpoint),
+            "--n",
+            "5",
+            "--threat",
+            "linf:0.3",
+            "--dataset",
+            "imagenet",
+        ],
+    )
+    assert r.exit_code != 0 and "Unknown dataset 'imagenet'" in r.output
+
+
+def test_missing_dataset_is_a_clear_error(mnist_checkpoint, tmp_path):
+    r = CliRunner().invoke(
+        main,
+        [
+            "attack",
+            "--checkpoint",
+            str(mnist_checkpoint),
+            "--threat",
+            "linf:0.3",
+            "--no-download",
+            "--data-root",
+            str(tmp_path / "empty"),
+            "--dataset",
+            "fashion-mnist",
+            "--n",
+            "5",
+        ],
+    )
+    assert r.exit_code != 0
+    assert "t10k-images-idx3-ubyte.gz" in r.output and str(tmp_path / "empty") in r.output
+
+
+def test_quickstart_runs(tmp_path):
+    r = CliRunner().invoke(
+        main,
+        ["quickstart", "--seconds", "3", "--n", "40", "--quiet", "--out", str(tmp_path / "qs")],
+    )
+    assert r.exit_code == 0, r.output
+    for t in ("linf:0.3", "l2:2", "l1:10", "(clean)"):
+        assert t in r.output
+    assert (tmp_path / "qs" / "model.pt").exists()
+    assert json.loads((tmp_path / "qs" / "attack.json").read_text())["n"] == 40
+
+
+def test_list():
+    r = CliRunner().invoke(main, ["list"])
+    assert r.exit_code == 0 and "apgd" in r.output and "small_cnn" in r.output
