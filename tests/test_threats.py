@@ -5,7 +5,6 @@ import torch
 
 from multirobust.threats import Affine, L1Ball, L2Ball, LinfBall, Spatial, Union, parse
 
-torch.set_default_dtype(torch.float64)
 
 
 def _cases(n=40, d=12, seed=0):
@@ -47,7 +46,7 @@ def _l1_dual_bisection(v, x, eps):
     def f(tau):
         return torch.minimum((a - tau).clamp_min(0), cap).sum(1, keepdim=True)
 
-    lo = torch.zeros(d.shape[0], 1)
+    lo = torch.zeros(d.shape[0], 1, dtype=torch.float64)
     hi = a.amax(1, keepdim=True) + 1
     for _ in range(200):
         mid = (lo + hi) / 2
@@ -82,7 +81,7 @@ def test_l1_projection_matches_dykstra_too():
     # The ℓ1 ball alone (no box) by the sort-free bisection, inside Dykstra with the box.
     def ball(y, x0):  # the ℓ1 ball alone, by bisection on the soft threshold
         d = y - x0
-        lo, hi = torch.zeros(d.shape[0], 1), d.abs().amax(1, keepdim=True)
+        lo, hi = torch.zeros(d.shape[0], 1, dtype=d.dtype), d.abs().amax(1, keepdim=True)
         for _ in range(100):
             mid = (lo + hi) / 2
             big = (d.abs() - mid).clamp_min(0).sum(1, keepdim=True) > eps
