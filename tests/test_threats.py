@@ -6,7 +6,6 @@ import torch
 from multirobust.threats import Affine, L1Ball, L2Ball, LinfBall, Spatial, Union, parse
 
 
-
 def _cases(n=40, d=12, seed=0):
     """Random (v, x) pairs with many coordinates on the box faces and perturbations of all sizes."""
     g = torch.Generator().manual_seed(seed)
