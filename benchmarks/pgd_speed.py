@@ -92,21 +92,43 @@ def main() -> None:
             "multirobust pgd (early stop)": float(early(model, x, y).robust.float().mean()),
         }
     bare = med["bare loop"]
-    print(f"PGD-{STEPS} linf {EPS} on {args.n} MNIST images, small_cnn, "
-          f"torch {torch.__version__}, {torch.get_num_threads()} threads, {args.repeats} repeats")
+    print(
+        f"PGD-{STEPS} linf {EPS} on {args.n} MNIST images, small_cnn, "
+        f"torch {torch.__version__}, {torch.get_num_threads()} threads, {args.repeats} repeats"
+    )
     print(f"{'run':<34} {'median s':>9} {'img/s':>8} {'speed vs bare':>14} {'robust acc':>11}")
     rows = []
     for name in runs:
         ratio = bare / med[name]
-        print(f"{name:<34} {med[name]:>9.3f} {args.n / med[name]:>8.0f} {ratio:>14.3f} "
-              f"{robust[name]:>11.2%}")
-        rows.append({"run": name, "median_seconds": med[name], "all_seconds": times[name],
-                     "speed_vs_bare": ratio, "robust_accuracy": robust[name]})
+        print(
+            f"{name:<34} {med[name]:>9.3f} {args.n / med[name]:>8.0f} {ratio:>14.3f} "
+            f"{robust[name]:>11.2%}"
+        )
+        rows.append(
+            {
+                "run": name,
+                "median_seconds": med[name],
+                "all_seconds": times[name],
+                "speed_vs_bare": ratio,
+                "robust_accuracy": robust[name],
+            }
+        )
     if args.json:
-        args.json.write_text(json.dumps({
-            "benchmark": "pgd_speed", "n": args.n, "steps": STEPS, "eps": EPS,
-            "torch": torch.__version__, "threads": torch.get_num_threads(),
-            "machine": platform.machine(), "rows": rows}, indent=2))
+        args.json.write_text(
+            json.dumps(
+                {
+                    "benchmark": "pgd_speed",
+                    "n": args.n,
+                    "steps": STEPS,
+                    "eps": EPS,
+                    "torch": torch.__version__,
+                    "threads": torch.get_num_threads(),
+                    "machine": platform.machine(),
+                    "rows": rows,
+                },
+                indent=2,
+            )
+        )
 
 
 if __name__ == "__main__":

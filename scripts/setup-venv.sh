@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Create .venv (if missing) and install multirobust with torch pinned to the CPU build 2.13.0,
-# so that no CUDA packages are pulled. Usage: scripts/setup-venv.sh [extras], e.g. "test".
+# so that no CUDA packages are pulled. Usage: scripts/setup-venv.sh [extras], e.g. "test,bench".
 set -euo pipefail
 cd "$(dirname "$0")/.."
 extras="${1:-}"
@@ -13,4 +13,7 @@ if [[ -n "$extras" ]]; then
   .venv/bin/python -m pip install -q -e ".[${extras}]"
 else
   .venv/bin/python -m pip install -q -e .
+fi
+if [[ ",$extras," == *",bench,"* ]]; then
+  .venv/bin/python -m pip install -q --no-deps "torchattacks==3.5.1"
 fi

@@ -155,24 +155,43 @@ class L2Ball(LpBall):
 
     p = 2.0
     name = "l2"
-    #: Bisection steps for the box-aware projection; 2^-40 relative precision on the multiplier.
-    _bisection_steps = 40
+    #: Active-set steps (exact once the capped set settles), then bisection on the bracket left.
+    _active_set_steps = 5
+    _bisection_steps = 3
 
     def _project_delta(self, delta: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-        # KKT: the solution is clip(t·d, lo, hi) for the largest t in [0, 1] whose norm is ≤ eps;
-        # ‖clip(t·d)‖ is increasing in t, so bisection on t finds it without host syncs.
+        # KKT: the solution is clip(t·d, lo, hi) for the largest t in [0, 1] with
+        # φ(t) = ‖clip(t·d)‖² ≤ eps². φ is increasing, so
+        #   t ≥ eps/‖d‖          (clipping only shrinks: φ(t) ≤ t²‖d‖²), and
+        #   t ≤ eps/‖clip(d)‖    (for t ≤ 1, min(t|d|, u) ≥ t·min(|d|, u)).
+        # From the lower end, active-set steps solve φ's current quadratic piece
+        # Σ_capped u² + t²·Σ_free d² = eps²: each lands at or below the root (capping can only
+        # lower φ) and on it exactly once the capped set stops changing. A few bisection steps on
+        # what is left of the bracket follow as a guarantee. No host syncs.
         lo, hi = _box_limits(x)
         eps2 = self.eps**2
-        full = torch.maximum(torch.minimum(delta, hi), lo)
-        inside = _flat(full).pow(2).sum(1) <= eps2
-        t_lo = torch.zeros(delta.shape[0], device=delta.device, dtype=delta.dtype)
-        t_hi = torch.ones_like(t_lo)
+        v = _flat(delta)
+        a = v.abs()
+        cap = torch.where(v >= 0, _flat(hi), -_flat(lo)).clamp_min(0.0)
+        a2, cap2 = a.pow(2), cap.pow(2)
+        tiny = torch.finfo(delta.dtype).tiny
+        norm2 = a2.sum(1)
+        clip2 = torch.minimum(a2, cap2).sum(1)
+        t_lo = (eps2 / norm2.clamp_min(tiny)).sqrt().clamp(max=1.0)
+        t_hi = (eps2 / clip2.clamp_min(tiny)).sqrt().clamp(max=1.0)
+        for _ in range(self._active_set_steps):
+            capped = t_lo.unsqueeze(1) * a >= cap
+            fixed = torch.where(capped, cap2, torch.zeros_like(cap2)).sum(1)
+            free = torch.where(capped, torch.zeros_like(a2), a2).sum(1)
+            step = ((eps2 - fixed).clamp_min(0.0) / free.clamp_min(tiny)).sqrt()
+            t_lo = torch.maximum(t_lo, torch.minimum(step, t_hi))
         for _ in range(self._bisection_steps):
             t = (t_lo + t_hi) / 2
-            cand = torch.maximum(torch.minimum(delta * _per_example(t, delta), hi), lo)
-            ok = _flat(cand).pow(2).sum(1) <= eps2
+            phi = torch.minimum(t.unsqueeze(1).pow(2) * a2, cap2).sum(1)
+            ok = phi <= eps2
             t_lo = torch.where(ok, t, t_lo)
             t_hi = torch.where(ok, t_hi, t)
+        inside = clip2 <= eps2
         t = torch.where(inside, torch.ones_like(t_lo), t_lo)
         return torch.maximum(torch.minimum(delta * _per_example(t, delta), hi), lo)
 
