@@ -1,0 +1,262 @@
+"""Checks for evaluations that look stronger than they are (Carlini et al. 2019, §4–5).
+
+Each check measures something and, when it fires, returns a :class:`Check` whose evidence holds
+the measurement: gradients that are zero, vanishing, non-finite or absent; outputs that change
+between identical calls; outputs that are probabilities; a black-box attack beating the
+white-box ones; accuracy not reaching ~0 at a large ε; more steps still lowering accuracy;
+results outside their threat model.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .report import Check
+
+#: Gradient norms below this (per example, ℓ2 over the input) count as vanishing.
+VANISHING = 1e-10
+#: Fraction of probe examples with zero/vanishing gradients above which the check fires.
+ZERO_FRACTION = 0.1
+
+
+class LogProbabilities(nn.Module):
+    """Wraps a model that outputs probabilities so that attacks see ``log p`` as logits.
+
+    ``log p`` differs from the logits behind a softmax by a per-example constant, so the
+    classifier and every margin are unchanged while cross-entropy and DLR work again.
+    """
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        p = self.model(x)
+        return torch.log(p.clamp_min(torch.finfo(p.dtype).tiny))
+
+
+@dataclass
+class Probe:
+    """What a look at the model on a few clean inputs found, before any attack."""
+
+    num_classes: int
+    probabilities: bool
+    gradients_available: bool
+    checks: list[Check]
+
+
+def looks_like_probabilities(logits: torch.Tensor) -> bool:
+    """Rows non-negative and summing to 1 (to 1e-3): softmax outputs, not logits."""
+    return bool((logits >= 0).all()) and bool(((logits.sum(1) - 1).abs() < 1e-3).all())
+
+
+def probe_model(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> Probe:
+    """Run the pre-attack checks on a small batch ``x`` (N, ...) with labels ``y``.
+
+    Fires ``probability-outputs``, ``randomised-model``, ``no-gradient-path``,
+    ``zero-gradients`` and ``non-finite-gradients``.
+
+    Returns:
+        A :class:`Probe`; when ``probabilities`` is True the caller must attack
+        :class:`LogProbabilities` (model) instead of the model.
+    """
+    checks: list[Check] = []
+    with torch.no_grad():
+        first = model(x)
+        second = model(x)
+    if not isinstance(first, torch.Tensor) or first.dim() != 2 or first.shape[0] != x.shape[0]:
+        shape = tuple(first.shape) if isinstance(first, torch.Tensor) else type(first).__name__
+        raise ValueError(f"The model must return (N, C) logits, got {shape}")
+    if not torch.isfinite(first).all():
+        raise ValueError("The model returned NaN or infinite outputs on clean inputs")
+    num_classes = first.shape[1]
+    diff = float((first - second).abs().max())
+    if diff > 0:
+        agree = float((first.argmax(1) == second.argmax(1)).float().mean())
+        checks.append(
+            Check(
+                "randomised-model",
+                "The model's outputs change between identical calls: it is randomised, so "
+                "single-sample gradients and predictions are noisy. Attack the expectation over "
+                "transformations (EOT: average gradients over many calls) before trusting "
+                "these numbers; the ensemble here does not average.",
+                {"max_abs_difference": diff, "same_prediction_fraction": agree},
+            )
+        )
+    probabilities = looks_like_probabilities(first)
+    attacked = model
+    if probabilities:
+        checks.append(
+            Check(
+                "probability-outputs",
+                "The model returns probabilities (non-negative rows summing to 1), not logits: "
+                "a saturated softmax masks gradients. Attacks were run on log(p), which has "
+                "the same predictions and margins; remove the final softmax from the model.",
+                {
+                    "min_output": float(first.min()),
+                    "max_row_sum_error": float((first.sum(1) - 1).abs().max()),
+                },
+            )
+        )
+        attacked = LogProbabilities(model)
+    correct = first.argmax(1) == y
+    rows = correct.nonzero().flatten()
+    if rows.numel() == 0:
+        rows = torch.arange(x.shape[0], device=x.device)
+    gradients_available = True
+    xs = x[rows].detach().clone().requires_grad_(True)
+    try:
+        with torch.enable_grad():
+            logits = attacked(xs)
+            loss = F.cross_entropy(logits, y[rows], reduction="sum")
+            (grad,) = torch.autograd.grad(loss, xs)
+    except RuntimeError as err:
+        gradients_available = False
+        checks.append(
+            Check(
+                "no-gradient-path",
+                "The loss has no gradient with respect to the input (the graph is cut, e.g. by "
+                "detach() or a non-differentiable step). White-box attacks cannot run; the "
+                "numbers rest on black-box attacks only and are an upper bound. Use BPDA or "
+                "a differentiable approximation of the blocking layer.",
+                {"error": str(err).splitlines()[0], "examples": int(rows.numel())},
+            )
+        )
+        return Probe(num_classes, probabilities, gradients_available, checks)
+    norms = grad.flatten(1).norm(dim=1)
+    finite = torch.isfinite(grad.flatten(1)).all(1)
+    n = int(rows.numel())
+    zero = int((norms == 0).sum())
+    vanishing = int(((norms > 0) & (norms < VANISHING)).sum())
+    if int((~finite).sum()):
+        checks.append(
+            Check(
+                "non-finite-gradients",
+                "Input gradients contain NaN or infinity: gradient-based attacks break down and "
+                "their failure is not robustness.",
+                {"examples": n, "non_finite": int((~finite).sum())},
+            )
+        )
+    if (zero + vanishing) / n > ZERO_FRACTION:
+        fin = norms[finite]
+        checks.append(
+            Check(
+                "zero-gradients",
+                "The cross-entropy gradient with respect to the input is zero or vanishing for "
+                "many clean examples (saturated softmax, quantisation or a gradient-blocking "
+                "layer): gradient masking. Rely on scale-invariant losses (DLR), black-box "
+                "attacks and BPDA, not on cross-entropy PGD.",
+                {
+                    "examples": n,
+                    "zero": zero,
+                    "vanishing": vanishing,
+                    "threshold": VANISHING,
+                    "median_norm": float(fin.median()) if fin.numel() else math.nan,
+                },
+            )
+        )
+    return Probe(num_classes, probabilities, gradients_available, checks)
+
+
+def black_box_check(
+    threat: str,
+    broken_by: list[str | None],
+    white_box: list[str],
+    black_box: list[str],
+    clean_correct: int,
+    threshold: float = 0.01,
+) -> Check | None:
+    """``black-box-beats-white-box``: black-box attacks broke examples every white-box one missed.
+
+    Black-box attacks run after the white-box ones, so every example they break is one the
+    gradient-based attacks could not break. Fires above ``threshold`` of the clean-correct
+    examples (and at least one).
+    """
+    if not white_box or not black_box:
+        return None
+    counts = {b: sum(1 for a in broken_by if a == b) for b in black_box}
+    total = sum(counts.values())
+    if total == 0 or total <= threshold * max(clean_correct, 1):
+        return None
+    return Check(
+        "black-box-beats-white-box",
+        "A black-box attack broke examples that every white-box attack failed on: the "
+        "gradients are not informative (gradient masking), so white-box-only numbers for this "
+        "model would overstate its robustness.",
+        {
+            "broken_by_black_box": counts,
+            "white_box_attacks": white_box,
+            "clean_correct": clean_correct,
+            "fraction": total / max(clean_correct, 1),
+        },
+        threat,
+    )
+
+
+def large_eps_threat(kind: str, dim: int) -> str:
+    """A radius at which any classifier on [0, 1]^dim should be breakable: the whole box for ℓ∞
+    (ε = 0.5 reaches the grey image) and comparable sizes for ℓ2 and ℓ1."""
+    if kind == "linf":
+        return "linf:0.5"
+    if kind == "l2":
+        return f"l2:{round(0.5 * math.sqrt(dim), 3)}"
+    return f"l1:{round(0.1 * dim, 3)}"
+
+
+def large_eps_check(
+    threat: str, robust: int, total: int, attack: str, threshold: float = 0.1
+) -> Check | None:
+    """``large-eps-not-zero``: robust accuracy at a huge ε stays above ``threshold``."""
+    if total == 0 or robust / total <= threshold:
+        return None
+    return Check(
+        "large-eps-not-zero",
+        "Robust accuracy does not fall to about 0 at a very large ε, where the adversary can "
+        "reach an uninformative image: the attack is failing, not the model resisting. "
+        "Suspect gradient masking or a bug in the evaluation.",
+        {"attack": attack, "robust": robust, "examples": total, "accuracy": robust / total},
+        threat,
+    )
+
+
+def more_steps_check(
+    threat: str, attack: str, steps: int, broken: int, total: int, options: dict[str, Any]
+) -> Check | None:
+    """``more-steps-lower-accuracy``: 2× the steps broke examples the ensemble counted robust."""
+    if broken == 0:
+        return None
+    return Check(
+        "more-steps-lower-accuracy",
+        "Running the strongest white-box attack with twice the steps broke examples counted "
+        "robust: the attack had not converged, so the reported robust accuracy is an upper "
+        "bound. Use the 'thorough' preset or more steps and restarts.",
+        {
+            "attack": attack,
+            "steps": steps,
+            "options": options,
+            "subsample": total,
+            "newly_broken": broken,
+            "accuracy_drop_on_subsample": broken / max(total, 1),
+        },
+        threat,
+    )
+
+
+def outside_check(threat: str, counts: dict[str, int]) -> Check | None:
+    """``outside-threat-model``: some attack results were not inside the threat model."""
+    total = sum(counts.values())
+    if total == 0:
+        return None
+    return Check(
+        "outside-threat-model",
+        "Some attack results were outside the threat model and were not counted: an attack or "
+        "the threat model has a bug.",
+        {"rejected_by_attack": counts},
+        threat,
+    )

@@ -1,0 +1,98 @@
+"""Robust accuracy against ε, reusing work across ε (Foolbox-style curves in one run).
+
+The balls are nested (B(ε₁) ⊂ B(ε₂) for ε₁ < ε₂), so an example broken at a small ε is broken at
+every larger one. The ε values are therefore swept in increasing order and each ε attacks only
+the examples still robust at the previous one.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+from tqdm import tqdm
+
+from ..threats import parse
+from . import presets
+from .checks import LogProbabilities, looks_like_probabilities
+from .report import Curve
+from .runner import DataArg, _as_tensors, _seed
+
+
+def curve(
+    model: nn.Module,
+    data: DataArg,
+    y: torch.Tensor | None = None,
+    *,
+    threat_type: str,
+    eps_list: Sequence[float],
+    preset: str | presets.Preset = "quick",
+    batch_size: int = 500,
+    seed: int = 0,
+    progress: bool = True,
+) -> Curve:
+    """Robust accuracy of ``model`` at each ε of ``eps_list`` for ``threat_type``.
+
+    Args:
+        model: classifier returning logits (probabilities are attacked through ``log p``).
+        data: images in [0, 1] with ``y``, an ImageDataset or a DataLoader.
+        threat_type: ``"linf"``, ``"l2"`` or ``"l1"``.
+        eps_list: radii (any order, ≥ 0); the curve is returned in increasing ε.
+        preset: attack ensemble used at every ε ("quick" by default).
+
+    Returns:
+        A :class:`Curve` with accuracy[k] the fraction robust at eps[k] (ε = 0: clean accuracy).
+    """
+    if threat_type not in ("linf", "l2", "l1"):
+        raise ValueError(f"Invalid threat_type: {threat_type!r} (must be linf, l2 or l1)")
+    if not eps_list:
+        raise ValueError("eps_list is empty (give at least one ε)")
+    eps_sorted = sorted(float(e) for e in eps_list)
+    if eps_sorted[0] < 0:
+        raise ValueError(f"Invalid eps: {eps_sorted[0]!r} (must be >= 0)")
+    chosen = presets.get(preset)
+    x, labels = _as_tensors(data, y)
+    start = time.perf_counter()
+    was_training = [m.training for m in model.modules()]
+    model.eval()
+    try:
+        with torch.no_grad():
+            first = model(x[:64])
+        attacked = LogProbabilities(model) if looks_like_probabilities(first) else model
+        with torch.no_grad():
+            robust = torch.cat(
+                [
+                    attacked(x[i : i + batch_size]).argmax(1) == labels[i : i + batch_size]
+                    for i in range(0, x.shape[0], batch_size)
+                ]
+            )
+        accuracy: list[float] = []
+        bar = tqdm(eps_sorted, desc=f"curve {threat_type}", disable=not progress, leave=False)
+        for eps in bar:
+            if eps > 0:
+                threat = parse(f"{threat_type}:{eps!r}")
+                for spec in chosen.attacks_for(threat, int(first.shape[1])):
+                    rows = robust.nonzero().flatten()
+                    if rows.numel() == 0:
+                        break
+                    attack = spec.build(threat)
+                    for i in range(0, rows.numel(), batch_size):
+                        sub = rows[i : i + batch_size]
+                        gen = torch.Generator(device=x.device).manual_seed(
+                            _seed(seed, "curve", threat, spec.label, i)
+                        )
+                        res = attack(attacked, x[sub], labels[sub], generator=gen)
+                        robust[sub[res.success]] = False
+            accuracy.append(float(robust.float().mean()))
+    finally:
+        for m, mode in zip(model.modules(), was_training, strict=True):
+            m.training = mode
+    return Curve(
+        threat_type=threat_type,
+        eps=eps_sorted,
+        accuracy=accuracy,
+        preset=chosen.name,
+        seconds=time.perf_counter() - start,
+    )

@@ -1,0 +1,231 @@
+"""The typed result of an evaluation, with JSON round-trip and the HTML page."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+FORMAT = "multirobust-evaluation"
+VERSION = 1
+
+
+@dataclass
+class Check:
+    """A check of Carlini et al. (2019) that fired, with its evidence.
+
+    Attributes:
+        name: short identifier, e.g. ``"zero-gradients"``.
+        message: what it means for the reported numbers and what to do.
+        evidence: the measurements behind it (JSON-ready).
+        threat: the threat model it concerns, or None for the model as a whole.
+    """
+
+    name: str
+    message: str
+    evidence: dict[str, Any] = field(default_factory=dict)
+    threat: str | None = None
+
+
+@dataclass
+class ThreatOutcome:
+    """Per-example results under one threat model.
+
+    Attributes:
+        threat: text form of the threat model.
+        attacks: labels of the attacks run, in order.
+        robust: per example, True when clean-correct and no attack broke it.
+        broken_by: per example, the label of the first attack that broke it (None otherwise).
+        norm: per example, the perturbation's norm in the threat's norm where broken (None
+            otherwise, and for non-additive threats).
+        params: per example, the certifying parameters of non-additive threats (spatial:
+            angle and shifts) where broken, else None.
+        queries: forward passes of single examples spent by the attacks.
+        seconds: time spent attacking.
+    """
+
+    threat: str
+    attacks: list[str]
+    robust: list[bool]
+    broken_by: list[str | None]
+    norm: list[float | None]
+    params: list[list[float] | None] = field(default_factory=list)
+    queries: int = 0
+    seconds: float = 0.0
+
+    @property
+    def robust_accuracy(self) -> float:
+        return sum(self.robust) / max(len(self.robust), 1)
+
+    def broken_counts(self) -> dict[str, int]:
+        """How many examples each attack broke (first breaker only)."""
+        counts = {a: 0 for a in self.attacks}
+        for b in self.broken_by:
+            if b is not None:
+                counts[b] = counts.get(b, 0) + 1
+        return counts
+
+    @property
+    def max_norm(self) -> float | None:
+        values = [v for v in self.norm if v is not None]
+        return max(values) if values else None
+
+
+@dataclass
+class AdversarialExample:
+    """One clean/adversarial pair kept for the report's picture grid (images as 8-bit)."""
+
+    index: int
+    threat: str
+    attack: str
+    label: int
+    clean_pred: int
+    clean_conf: float
+    adv_pred: int
+    adv_conf: float
+    shape: list[int]
+    clean_u8: str  # base64 of uint8 pixels, C×H×W
+    adv_u8: str
+
+
+@dataclass
+class Curve:
+    """Robust accuracy against ε for one threat type (fractions of the examples given)."""
+
+    threat_type: str
+    eps: list[float]
+    accuracy: list[float]
+    preset: str = "quick"
+    seconds: float = 0.0
+
+
+@dataclass
+class EvaluationReport:
+    """Clean, per-threat and union robust accuracy with per-example outcomes and checks.
+
+    Attributes:
+        n: number of examples evaluated.
+        clean_accuracy: fraction classified correctly without attack.
+        robust_accuracy: threat text -> fraction correct under every attack of the ensemble.
+        union_accuracy: fraction robust under every threat (per-example worst case).
+        labels, clean_pred, clean_correct: per-example labels, clean predictions, correctness.
+        threats: threat text -> :class:`ThreatOutcome`.
+        checks: the checks that fired.
+        examples: clean/adversarial pairs for the picture grid.
+        curves: accuracy-vs-ε curves (filled by :func:`multirobust.evaluation.curve` callers).
+        timings: seconds per phase.
+        settings: everything needed to reproduce the run.
+    """
+
+    n: int
+    clean_accuracy: float
+    robust_accuracy: dict[str, float]
+    union_accuracy: float
+    labels: list[int]
+    clean_pred: list[int]
+    clean_correct: list[bool]
+    threats: dict[str, ThreatOutcome]
+    checks: list[Check]
+    examples: list[AdversarialExample] = field(default_factory=list)
+    curves: list[Curve] = field(default_factory=list)
+    timings: dict[str, float] = field(default_factory=dict)
+    settings: dict[str, Any] = field(default_factory=dict)
+
+    # ------------------------------------------------------------------ queries
+    @property
+    def union_robust(self) -> list[bool]:
+        """Per example: robust under every threat."""
+        if not self.threats:
+            return list(self.clean_correct)
+        cols = [t.robust for t in self.threats.values()]
+        return [all(r) for r in zip(*cols, strict=True)]
+
+    def outcome(self, index: int) -> dict[str, Any]:
+        """Everything known about example ``index``: label, prediction, per-threat outcome."""
+        return {
+            "index": index,
+            "label": self.labels[index],
+            "clean_pred": self.clean_pred[index],
+            "clean_correct": self.clean_correct[index],
+            "threats": {
+                k: {
+                    "robust": t.robust[index],
+                    "broken_by": t.broken_by[index],
+                    "norm": t.norm[index],
+                }
+                for k, t in self.threats.items()
+            },
+            "union_robust": self.union_robust[index],
+        }
+
+    def check(self, name: str) -> list[Check]:
+        """The fired checks called ``name``."""
+        return [c for c in self.checks if c.name == name]
+
+    def summary(self) -> str:
+        """A plain-text table of the numbers."""
+        lines = [
+            f"{'threat':<28} {'robust acc':>10}  broken by",
+            f"{'(clean)':<28} {self.clean_accuracy:>10.2%}",
+        ]
+        for text, t in self.threats.items():
+            counts = ", ".join(f"{a}: {c}" for a, c in t.broken_counts().items())
+            lines.append(f"{text:<28} {self.robust_accuracy[text]:>10.2%}  {counts}")
+        lines.append(f"{'union (worst case)':<28} {self.union_accuracy:>10.2%}")
+        for c in self.checks:
+            where = f" [{c.threat}]" if c.threat else ""
+            lines.append(f"CHECK {c.name}{where}: {c.message}")
+        return "\n".join(lines)
+
+    # ------------------------------------------------------------------ serialisation
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready dict (``format`` and ``version`` keys added)."""
+        return {"format": FORMAT, "version": VERSION, **dataclasses.asdict(self)}
+
+    def to_json(self, path: str | os.PathLike[str] | None = None) -> str:
+        """The report as JSON text; also written atomically to ``path`` when given."""
+        text = json.dumps(self.to_dict(), indent=1, allow_nan=True)
+        if path is not None:
+            write_atomic(Path(path), text)
+        return text
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> EvaluationReport:
+        if data.get("format") != FORMAT:
+            raise ValueError(f"Not a multirobust evaluation report (format {data.get('format')!r})")
+        if data.get("version") != VERSION:
+            raise ValueError(f"Unsupported report version {data.get('version')!r} (need {VERSION})")
+        body = {k: v for k, v in data.items() if k not in ("format", "version")}
+        body["threats"] = {k: ThreatOutcome(**v) for k, v in body["threats"].items()}
+        body["checks"] = [Check(**c) for c in body["checks"]]
+        body["examples"] = [AdversarialExample(**e) for e in body.get("examples", [])]
+        body["curves"] = [Curve(**c) for c in body.get("curves", [])]
+        return cls(**body)
+
+    @classmethod
+    def from_json(cls, source: str | os.PathLike[str]) -> EvaluationReport:
+        """Read a report from JSON text or from a file path."""
+        text = str(source)
+        if not text.lstrip().startswith("{"):
+            text = Path(source).read_text()
+        return cls.from_dict(json.loads(text))
+
+    def to_html(self, path: str | os.PathLike[str] | None = None) -> str:
+        """A self-contained HTML page (inline CSS, plots as inline PNG); written to ``path``."""
+        from .html import render
+
+        page = render(self)
+        if path is not None:
+            write_atomic(Path(path), page)
+        return page
+
+
+def write_atomic(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` through a temporary file and a rename."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
