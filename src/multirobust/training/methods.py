@@ -1,0 +1,205 @@
+"""The registry of training methods: name -> how to train on one batch.
+
+``methods()`` lists the names the fit loop and ``multirobust train --method`` accept. Each
+method turns a :class:`TrainConfig` into a :class:`BatchStep`: a callable doing one training
+step (attack, loss, backward, optimiser step) on one batch, with a state for checkpoints.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import partial
+from typing import Any
+
+import torch
+from torch import nn
+
+from . import objectives as obj
+from .config import TrainConfig
+
+__all__ = ["BatchStep", "Method", "get_method", "methods"]
+
+LossFn = Callable[..., torch.Tensor]
+
+
+class BatchStep:
+    """One training step on one batch: ``step(model, optimizer, x, y, generator) -> loss``.
+
+    This base class wraps an objective ``loss_fn(model, x, y, generator=..., stats=...)``:
+    zero the gradients, backpropagate the loss, step the optimiser. Stateless; subclasses with
+    state (Free-AT's carried perturbation) override :meth:`state_dict`.
+    """
+
+    def __init__(self, loss_fn: LossFn) -> None:
+        self.loss_fn = loss_fn
+
+    def __call__(
+        self,
+        model: nn.Module,
+        optimizer: torch.optim.Optimizer,
+        x: torch.Tensor,
+        y: torch.Tensor,
+        generator: torch.Generator,
+        stats: dict[str, Any] | None = None,
+    ) -> torch.Tensor:
+        """Train on (x, y) once; return the detached loss."""
+        loss = self.loss_fn(model, x, y, generator=generator, stats=stats)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        return loss.detach()
+
+    def state_dict(self) -> dict[str, Any]:
+        """State to checkpoint (none for stateless steps)."""
+        return {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore what :meth:`state_dict` returned."""
+
+
+class _FreeStep(BatchStep):
+    """Free-AT: the :class:`FreeAT` object does the optimiser steps itself."""
+
+    def __init__(self, free: obj.FreeAT) -> None:
+        self.free = free
+
+    def __call__(
+        self,
+        model: nn.Module,
+        optimizer: torch.optim.Optimizer,
+        x: torch.Tensor,
+        y: torch.Tensor,
+        generator: torch.Generator,
+        stats: dict[str, Any] | None = None,
+    ) -> torch.Tensor:
+        return self.free.step(model, optimizer, x, y, stats=stats)
+
+    def state_dict(self) -> dict[str, Any]:
+        return self.free.state_dict()
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.free.load_state_dict(state)
+
+
+@dataclass(frozen=True)
+class Method:
+    """A registered training method.
+
+    Attributes:
+        name: the registry name.
+        summary: one line: what it does and the paper.
+        threat_count: (minimum, maximum or None) number of threat models it takes.
+        build: ``build(config, static_models) -> BatchStep``.
+    """
+
+    name: str
+    summary: str
+    threat_count: tuple[int, int | None]
+    build: Callable[[TrainConfig, list[nn.Module]], BatchStep]
+
+
+def _standard(cfg: TrainConfig, static: list[nn.Module]) -> BatchStep:
+    def loss(model: nn.Module, x: torch.Tensor, y: torch.Tensor, **kw: Any) -> torch.Tensor:
+        return obj.standard_loss(model, x, y, stats=kw.get("stats"))
+
+    return BatchStep(loss)
+
+
+def _single(fn: LossFn, **extra: Any) -> Callable[[TrainConfig, list[nn.Module]], BatchStep]:
+    def build(cfg: TrainConfig, static: list[nn.Module]) -> BatchStep:
+        opts = {k: getattr(cfg, v) for k, v in extra.items()}
+        return BatchStep(partial(fn, threat=cfg.threats[0], step_size=cfg.step_size, **opts))
+
+    return build
+
+
+def _multi(fn: LossFn) -> Callable[[TrainConfig, list[nn.Module]], BatchStep]:
+    def build(cfg: TrainConfig, static: list[nn.Module]) -> BatchStep:
+        return BatchStep(partial(fn, threats=list(cfg.threats), steps=cfg.steps))
+
+    return build
+
+
+def _free(cfg: TrainConfig, static: list[nn.Module]) -> BatchStep:
+    return _FreeStep(obj.FreeAT(cfg.threats[0], replays=cfg.replays, step_size=cfg.step_size))
+
+
+def _ensemble(cfg: TrainConfig, static: list[nn.Module]) -> BatchStep:
+    return BatchStep(
+        partial(
+            obj.ensemble_at_loss,
+            threat=cfg.threats[0],
+            static_models=static,
+            step_size=cfg.step_size,
+        )
+    )
+
+
+_REGISTRY: dict[str, Method] = {
+    m.name: m
+    for m in (
+        Method(
+            "standard", "clean cross-entropy (empirical risk minimisation)", (1, None), _standard
+        ),
+        Method(
+            "pgd",
+            "PGD adversarial training (Madry et al. 2018)",
+            (1, 1),
+            _single(obj.pgd_at_loss, steps="steps"),
+        ),
+        Method("free", "free adversarial training, m replays (Shafahi et al. 2019)", (1, 1), _free),
+        Method(
+            "fast",
+            "FGSM with random start, alpha = 1.25 eps (Wong et al. 2020)",
+            (1, 1),
+            _single(obj.fast_at_loss),
+        ),
+        Method(
+            "trades",
+            "TRADES, CE + beta KL (Zhang et al. 2019)",
+            (1, 1),
+            _single(obj.trades_loss, steps="steps", beta="beta"),
+        ),
+        Method(
+            "max",
+            "worst threat per example (Tramer & Boneh 2019)",
+            (1, None),
+            _multi(obj.multi_max_loss),
+        ),
+        Method(
+            "avg",
+            "all threats averaged (Tramer & Boneh 2019)",
+            (1, None),
+            _multi(obj.multi_avg_loss),
+        ),
+        Method("random", "one random threat per batch", (1, None), _multi(obj.multi_random_loss)),
+        Method(
+            "msd", "multi steepest descent (Maini et al. 2020)", (1, None), _multi(obj.msd_loss)
+        ),
+        Method(
+            "ensemble", "FGSM examples from fixed models (Tramer et al. 2018)", (1, 1), _ensemble
+        ),
+    )
+}
+
+
+def methods() -> list[str]:
+    """Names of the registered training methods, in the order they are documented.
+
+    Returns:
+        ``["standard", "pgd", "free", "fast", "trades", "max", "avg", "random", "msd",
+        "ensemble"]``.
+    """
+    return list(_REGISTRY)
+
+
+def get_method(name: str) -> Method:
+    """The registered :class:`Method` called ``name``.
+
+    Raises:
+        ValueError: for an unknown name, listing the available ones.
+    """
+    if not isinstance(name, str) or name not in _REGISTRY:
+        raise ValueError(f"Unknown method {name!r} (available: {', '.join(methods())})")
+    return _REGISTRY[name]

@@ -1,0 +1,205 @@
+"""The fit loop and `multirobust train`: exact resume, early stopping, logs, config errors."""
+
+import importlib
+import json
+
+import pytest
+import torch
+from click.testing import CliRunner
+
+from multirobust import models
+from multirobust.cli import main
+from multirobust.training import ConfigError, TrainConfig, fit, load_config, methods
+
+fit_module = importlib.import_module("multirobust.training.fit")
+
+
+def _cfg(out, **kw):
+    base = dict(
+        dataset="mnist",
+        arch="small_cnn",
+        method="pgd",
+        threats=["linf:0.3"],
+        epochs=2,
+        batch_size=64,
+        limit=384,
+        steps=3,
+        eval_n=64,
+        eval_steps=3,
+        optimiser="sgd",
+        lr=0.05,
+        schedule="onecycle",
+        seed=3,
+        out=str(out),
+        progress=False,
+    )
+    base.update(kw)
+    return TrainConfig(**base)
+
+
+class _Kill(Exception):
+    pass
+
+
+@pytest.mark.parametrize("method", ["pgd", "free"])
+def test_killed_run_resumes_to_the_same_weights(tmp_path, method):
+    full = fit(_cfg(tmp_path / "full", method=method))
+
+    def kill(epoch, step):
+        if epoch == 2 and step == 9:  # part-way through the second epoch (6 batches per epoch)
+            raise _Kill
+
+    with pytest.raises(_Kill):
+        fit(_cfg(tmp_path / "cut", method=method), on_batch=kill)
+    assert not (tmp_path / "cut" / "model.pt").exists()
+    # A different global RNG state before resuming must not matter: it is restored.
+    torch.manual_seed(12345)
+    resumed = fit(_cfg(tmp_path / "cut", method=method), resume=True)
+
+    a, b = full.model.state_dict(), resumed.model.state_dict()
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+    final_a = models.load(tmp_path / "full" / "model.pt").state_dict()
+    final_b = models.load(tmp_path / "cut" / "model.pt").state_dict()
+    assert all(torch.equal(final_a[k], final_b[k]) for k in final_a)
+    rows = [json.loads(x) for x in (tmp_path / "cut" / "log.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in rows] == [1, 2]
+    csv_lines = (tmp_path / "cut" / "log.csv").read_text().splitlines()
+    assert len(csv_lines) == 3 and csv_lines[0].startswith("epoch,")
+    full_rows = full.history
+    assert rows[1]["union_accuracy"] == full_rows[1]["union_accuracy"]
+
+
+def test_checkpoint_holds_optimizer_schedule_and_rng_states(tmp_path):
+    fit(_cfg(tmp_path, epochs=1))
+    ckpt = models.read_checkpoint(tmp_path / "checkpoint.pt")
+    assert ckpt["epoch"] == 1 and ckpt["step"] == 6
+    assert ckpt["optimizer"]["state"]  # momentum buffers
+    assert ckpt["scheduler"]["last_epoch"] == 6
+    rng = ckpt["rng"]
+    assert rng["torch"].dtype == torch.uint8 and rng["shuffle"].dtype == torch.uint8
+    assert isinstance(rng["python"], list) and rng["numpy"]["keys"].numel() == 624
+    model = models.load(tmp_path / "model.pt")
+    assert model.multirobust_checkpoint["dataset"] == "mnist"
+    assert model.multirobust_checkpoint["metadata"]["method"] == "pgd"
+
+
+def test_existing_checkpoint_needs_resume_and_same_settings(tmp_path):
+    fit(_cfg(tmp_path, epochs=1))
+    with pytest.raises(ConfigError, match="already holds a training checkpoint"):
+        fit(_cfg(tmp_path, epochs=1))
+    with pytest.raises(ConfigError, match=r"settings differ.*lr: 0.05 -> 0.01"):
+        fit(_cfg(tmp_path, epochs=1, lr=0.01), resume=True)
+
+
+def test_collapse_stops_early_and_keeps_the_best_weights(tmp_path, monkeypatch):
+    """Catastrophic overfitting in the loop: held-out robust accuracy 0.5, 0.6, then 0.1."""
+    values = iter([0.5, 0.6, 0.1, 0.1])
+
+    def fake(model, x, y, threats, **kw):
+        v = next(values)
+        return {"clean": 0.9, **{t: v for t in threats}, "union": v}
+
+    monkeypatch.setattr(fit_module, "robust_accuracy", fake)
+    result = fit(_cfg(tmp_path, method="fast", epochs=4))
+    assert result.stopped_early and result.best_epoch == 2
+    assert [r["catastrophic_overfitting"] for r in result.history] == [False, False, True]
+    best = models.read_checkpoint(tmp_path / "best.pt")
+    final = models.read_checkpoint(tmp_path / "model.pt")
+    assert best["metadata"]["epoch"] == 2
+    assert all(torch.equal(best["state_dict"][k], v) for k, v in final["state_dict"].items())
+    last = models.read_checkpoint(tmp_path / "checkpoint.pt")
+    assert not all(torch.equal(last["state_dict"][k], v) for k, v in final["state_dict"].items())
+
+
+@pytest.mark.parametrize(
+    ("change", "match"),
+    [
+        ({"method": "madry"}, r"Unknown method 'madry' \(available: standard, pgd"),
+        ({"threats": ["linf:-0.3"]}, r"Invalid threat 'linf:-0.3'.*must be a finite number >= 0"),
+        ({"threats": ["spatial:30,3"]}, r"must be an ℓp ball"),
+        ({"threats": ["linf:0.3", "l2:2"]}, r"method 'pgd': 2 given \(needs exactly 1\)"),
+        ({"dataset": "imagenet"}, r"Unknown dataset 'imagenet'"),
+        ({"arch": "resnet50"}, r"Unknown arch 'resnet50' \(available: "),
+        ({"activation": "tanh"}, r"Invalid model: .*tanh"),
+        ({"optimiser": "rmsprop"}, r"Unknown optimiser 'rmsprop' \(available: adam, sgd\)"),
+        ({"epochs": 0}, r"Invalid epochs: 0 \(must be an integer >= 1\)"),
+        ({"beta": -1.0}, r"Invalid beta: -1.0 \(must be a number >= 0\)"),
+        ({"method": "ensemble"}, r"'ensemble' needs at least one checkpoint"),
+        ({"method": "ensemble", "static_models": ["nope.pt"]}, r"checkpoint 'nope.pt' not found"),
+    ],
+)
+def test_bad_configs_fail_before_training(tmp_path, change, match):
+    out = tmp_path / "out"
+    with pytest.raises(ConfigError, match=match):
+        fit(_cfg(out, **change))
+    assert not out.exists()
+
+
+def test_missing_dataset_files_fail_before_training(tmp_path):
+    out = tmp_path / "out"
+    with pytest.raises(ConfigError, match=r"Dataset 'mnist' unavailable: .*files missing"):
+        fit(_cfg(out, data_root=str(tmp_path / "empty")))
+    assert not out.exists()
+
+
+def test_toml_config_and_unknown_keys(tmp_path):
+    path = tmp_path / "run.toml"
+    path.write_text('[train]\nmethod = "trades"\nthreats = ["l2:2"]\nbeta = 3.0\nepochs = 2\n')
+    cfg = load_config(path, epochs=5, seed=None)
+    assert (cfg.method, cfg.threats, cfg.beta, cfg.epochs, cfg.seed) == (
+        "trades",
+        ["l2:2"],
+        3.0,
+        5,
+        0,
+    )
+    path.write_text('method = "pgd"\nepoch = 3\n')
+    with pytest.raises(ConfigError, match=r"Unknown config key\(s\): epoch \(allowed: .*epochs"):
+        load_config(path)
+    path.write_text("method = \n")
+    with pytest.raises(ConfigError, match="Invalid TOML"):
+        load_config(path)
+
+
+def test_methods_registry():
+    assert methods() == [
+        "standard",
+        "pgd",
+        "free",
+        "fast",
+        "trades",
+        "max",
+        "avg",
+        "random",
+        "msd",
+        "ensemble",
+    ]
+
+
+def test_cli_train_end_to_end_and_checkpoint_attacks(tmp_path):
+    path = tmp_path / "run.toml"
+    out = tmp_path / "run"
+    path.write_text(
+        'dataset = "mnist"\nmethod = "max"\nthreats = ["linf:0.3"]\nepochs = 1\n'
+        "batch_size = 64\nsteps = 2\neval_n = 32\neval_steps = 2\n"
+    )
+    runner = CliRunner()
+    args = ["train", "--config", str(path), "--threat", "linf:0.3", "--threat", "l2:2"]
+    args += ["--limit", "192", "--out", str(out), "--quiet", "--seed", "1"]
+    result = runner.invoke(main, args)
+    assert result.exit_code == 0, result.output
+    assert "trained max on mnist for 1 epoch(s)" in result.output
+    model = models.load(out / "model.pt")
+    assert model.multirobust_checkpoint["metadata"]["config"]["threats"] == ["linf:0.3", "l2:2"]
+    row = json.loads((out / "log.jsonl").read_text())
+    assert {"robust_accuracy[linf:0.3]", "robust_accuracy[l2:2]", "union_accuracy"} <= set(row)
+    attacked = runner.invoke(
+        main,
+        ["attack", "--checkpoint", str(out / "model.pt"), "--threat", "linf:0.3"]
+        + ["--n", "20", "--option", "steps=2", "--quiet"],
+    )
+    assert attacked.exit_code == 0, attacked.output
+    bad = runner.invoke(main, ["train", "--method", "nope", "--out", str(tmp_path / "x")])
+    assert bad.exit_code != 0 and "Unknown method 'nope'" in bad.output
