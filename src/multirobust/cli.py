@@ -392,5 +392,13 @@ def list_cmd() -> None:
     )
 
 
+# Subcommands that live beside their subpackages.
+from .evaluation.cli import evaluate_cmd  # noqa: E402
+from .training.cli import train_cmd  # noqa: E402
+
+main.add_command(evaluate_cmd)
+main.add_command(train_cmd)
+
+
 if __name__ == "__main__":  # pragma: no cover
     main()
