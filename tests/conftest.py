@@ -9,7 +9,8 @@ import torch
 # Tests and CI read the original IDX files from ../shared/data unless told otherwise.
 _SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 os.environ.setdefault("MULTIROBUST_DATA", str(_SHARED))
-torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+# MULTIROBUST_TEST_THREADS=1 keeps parallel test runs on a 2-core machine from starving each other.
+torch.set_num_threads(int(os.environ.get("MULTIROBUST_TEST_THREADS", max(1, min(2, os.cpu_count() or 1)))))
 
 
 @pytest.fixture(scope="session")
