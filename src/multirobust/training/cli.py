@@ -42,6 +42,12 @@ __all__ = ["train_cmd"]
 @click.option("--beta", type=float, default=None, help="TRADES beta.")
 @click.option("--replays", type=int, default=None, help="Free-AT minibatch replays.")
 @click.option(
+    "--eps-warmup",
+    type=float,
+    default=None,
+    help="Epochs over which ε ramps up linearly to its full value (default 0).",
+)
+@click.option(
     "--static-model",
     "static_models",
     multiple=True,

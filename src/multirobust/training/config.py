@@ -56,6 +56,9 @@ class TrainConfig:
         early_stop: stop at catastrophic overfitting and keep the best weights; default on
             for ``fast`` only.
         overfit_drop: robust-accuracy fall (fraction) that counts as catastrophic overfitting.
+        eps_warmup: epochs over which every threat's ε (and an explicit step size) ramps
+            linearly from ε/steps-per-warm-up up to ε, batch by batch (0: full ε from the
+            start). Short adversarial runs from scratch on MNIST stay at chance without it.
         data_root: data folder (default ``$MULTIROBUST_DATA``).
         download: download missing dataset files.
         progress: show progress bars.
@@ -85,6 +88,7 @@ class TrainConfig:
     static_models: list[str] = field(default_factory=list)
     early_stop: bool | None = None
     overfit_drop: float = 0.2
+    eps_warmup: float = 0.0
     data_root: str | None = None
     download: bool = False
     progress: bool = True
@@ -197,6 +201,16 @@ class TrainConfig:
         number("momentum", 0.0, strict=False)
         number("weight_decay", 0.0, strict=False)
         number("beta", 0.0, strict=False)
+        number("eps_warmup", 0.0, strict=False)
+        if self.eps_warmup > self.epochs:
+            raise ConfigError(
+                f"Invalid eps_warmup: {self.eps_warmup!r} (must be at most epochs={self.epochs})"
+            )
+        if self.eps_warmup > 0 and self.method in ("standard", "free"):
+            raise ConfigError(
+                f"Invalid eps_warmup: {self.eps_warmup!r} (method {self.method!r} does not "
+                "support an ε warm-up; use 0)"
+            )
         if not 0 < self.overfit_drop <= 1:
             raise ConfigError(
                 f"Invalid overfit_drop: {self.overfit_drop!r} (must be a fraction in (0, 1])"

@@ -282,6 +282,7 @@ def fit(
         optimizer, make_schedule(cfg.schedule, cfg.epochs * batches)
     )
     step_fn: BatchStep = method.build(cfg, static)
+    warm_steps = math.ceil(cfg.eps_warmup * batches)
     shuffle_gen = torch.Generator().manual_seed(cfg.seed)
     attack_gen = torch.Generator().manual_seed(cfg.seed + 7919)
     detector = OverfittingDetector(drop=cfg.overfit_drop)
@@ -320,6 +321,8 @@ def fit(
                 leave=False,
             )
             for xb, yb in train.loader(cfg.batch_size, shuffle=True, generator=shuffle_gen):
+                if warm_steps:
+                    step_fn.eps_scale = min(1.0, (step + 1) / warm_steps)
                 loss = step_fn(model, optimizer, xb, yb, attack_gen)
                 scheduler.step()
                 step += 1

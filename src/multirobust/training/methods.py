@@ -15,10 +15,11 @@ from typing import Any
 import torch
 from torch import nn
 
+from ..threats import L1Ball, LpBall
 from . import objectives as obj
 from .config import TrainConfig
 
-__all__ = ["BatchStep", "Method", "get_method", "methods"]
+__all__ = ["BatchStep", "Method", "get_method", "methods", "scale_threat"]
 
 LossFn = Callable[..., torch.Tensor]
 
@@ -33,6 +34,24 @@ class BatchStep:
 
     def __init__(self, loss_fn: LossFn) -> None:
         self.loss_fn = loss_fn
+        # ε warm-up: the fit loop lowers this below 1 to shrink every threat's ε (and an
+        # explicit step size) by that factor for the next batch.
+        self.eps_scale = 1.0
+
+    def _scaled(self) -> dict[str, Any]:
+        """Keyword overrides of ``loss_fn``'s threats for the current ``eps_scale``."""
+        s = self.eps_scale
+        if s >= 1.0 or not isinstance(self.loss_fn, partial):
+            return {}
+        kw = self.loss_fn.keywords
+        over: dict[str, Any] = {}
+        if "threat" in kw:
+            over["threat"] = scale_threat(kw["threat"], s)
+        if "threats" in kw:
+            over["threats"] = [scale_threat(t, s) for t in kw["threats"]]
+        if kw.get("step_size") is not None:
+            over["step_size"] = kw["step_size"] * s
+        return over
 
     def __call__(
         self,
@@ -44,7 +63,7 @@ class BatchStep:
         stats: dict[str, Any] | None = None,
     ) -> torch.Tensor:
         """Train on (x, y) once; return the detached loss."""
-        loss = self.loss_fn(model, x, y, generator=generator, stats=stats)
+        loss = self.loss_fn(model, x, y, generator=generator, stats=stats, **self._scaled())
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -58,11 +77,21 @@ class BatchStep:
         """Restore what :meth:`state_dict` returned."""
 
 
+def scale_threat(threat: Any, factor: float) -> LpBall:
+    """The ℓp ball ``threat`` with its ε multiplied by ``factor`` (ε warm-up); ε 0 stays valid."""
+    ball = obj.as_lp_ball(threat)
+    eps = ball.eps * factor
+    if isinstance(ball, L1Ball):
+        return L1Ball(eps, sparsity=ball.sparsity)
+    return type(ball)(eps)
+
+
 class _FreeStep(BatchStep):
     """Free-AT: the :class:`FreeAT` object does the optimiser steps itself."""
 
     def __init__(self, free: obj.FreeAT) -> None:
         self.free = free
+        self.eps_scale = 1.0
 
     def __call__(
         self,

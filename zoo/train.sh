@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# Trains the model zoo: every model in zoo/ was made by exactly these commands (see
+# docs/results.md for the evaluation of each). Run from the repository root after
+# `bash scripts/setup-venv.sh`; MULTIROBUST_DATA must point at the MNIST files.
+# Usage: bash zoo/train.sh [NAME ...]   (default: all; each run resumes if interrupted)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+MR=".venv/bin/multirobust"
+COMMON=(--dataset mnist --arch small_cnn --epochs 5 --eps-warmup 2 --steps 10 --batch-size 128
+        --optimiser adam --lr 1e-3 --schedule piecewise --eval-n 500 --eval-steps 10 --seed 0 --quiet)
+
+train() {  # NAME METHOD THREAT...
+    local name=$1 method=$2; shift 2
+    local threats=()
+    for t in "$@"; do threats+=(--threat "$t"); done
+    local extra=()
+    [ "$method" = standard ] && extra=(--eps-warmup 0)
+    "$MR" train "${COMMON[@]}" "${extra[@]}" --method "$method" "${threats[@]}" \
+        --out "runs/zoo/$name" --resume
+    cp "runs/zoo/$name/model.pt" "zoo/$name.pt"
+}
+
+declare -A RUNS=(
+    [standard]="standard linf:0.3"
+    [pgd-linf]="pgd linf:0.3"
+    [pgd-l2]="pgd l2:2"
+    [pgd-l1]="pgd l1:10"
+    [max]="max linf:0.3 l2:2 l1:10"
+    [avg]="avg linf:0.3 l2:2 l1:10"
+    [msd]="msd linf:0.3 l2:2 l1:10"
+    [random]="random linf:0.3 l2:2 l1:10"
+)
+ORDER=(standard pgd-linf pgd-l2 pgd-l1 max avg msd random)
+names=("$@")
+[ ${#names[@]} -eq 0 ] && names=("${ORDER[@]}")
+for name in "${names[@]}"; do
+    [ -n "${RUNS[$name]:-}" ] || { echo "unknown zoo model: $name" >&2; exit 2; }
+    # shellcheck disable=SC2086
+    train "$name" ${RUNS[$name]}
+done
