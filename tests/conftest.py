@@ -10,7 +10,8 @@ import torch
 _SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 os.environ.setdefault("MULTIROBUST_DATA", str(_SHARED))
 # MULTIROBUST_TEST_THREADS=1 keeps parallel test runs on a 2-core machine from starving each other.
-torch.set_num_threads(int(os.environ.get("MULTIROBUST_TEST_THREADS", max(1, min(2, os.cpu_count() or 1)))))
+_DEFAULT_THREADS = max(1, min(2, os.cpu_count() or 1))
+torch.set_num_threads(int(os.environ.get("MULTIROBUST_TEST_THREADS", _DEFAULT_THREADS)))
 
 
 @pytest.fixture(scope="session")
