@@ -1,0 +1,296 @@
+"""DeepFool (Moosavi-Dezfooli, Fawzi & Frossard 2016, "DeepFool: a simple and accurate method to
+fool deep neural networks"), multi-class, ℓ2 and ℓ∞, batched over examples, box-aware.
+
+At each iteration the classifier is linearised around the current point x_i. For every candidate
+class k (the ``candidates`` − 1 classes other than y with the largest clean logits):
+
+    f'_k = Z_k(x_i) − Z_y(x_i),   w'_k = ∇Z_k(x_i) − ∇Z_y(x_i)   (box-blocked coordinates zeroed)
+    l̂   = argmin_k |f'_k| / ‖w'_k‖_q           (q = 2 for ℓ2; q = 1, the dual norm, for ℓ∞)
+    r_i = |f'_l̂| / ‖w'_l̂‖₂² · w'_l̂              (ℓ2)
+    r_i = |f'_l̂| / ‖w'_l̂‖₁ · sign(w'_l̂)         (ℓ∞)
+    R_{i+1} = clip(x_0 + R_i + r_i, 0, 1) − x_0,    x_{i+1} = clip(x_0 + (1 + η) · R_{i+1}, 0, 1)
+
+r_i is the smallest step (in the threat's norm) onto the nearest linearised decision boundary;
+for an affine classifier one step with η = 0 lands exactly on the closest boundary. With targets
+the only boundary considered is the one between the target t and the strongest other class j:
+f' = Z_t − Z_j, w' = ∇Z_t − ∇Z_j.
+
+Box: a coordinate at 0 whose gradient points down (or at 1, up) cannot follow the linear model,
+so it is removed from w' before the step is computed (the remaining coordinates then carry the
+whole step), and the accumulated perturbation R is kept inside the box. Without this, on
+images with many saturated pixels (MNIST) most of each step is spent on pixels the clip undoes
+and DeepFool crawls along the box.
+
+Cost: each iteration is one forward pass and K − 1 backward passes of the live examples;
+examples leave the batch as soon as they meet the goal.
+
+Minimum-norm semantics: the threat's ε is a budget. DeepFool returns the first point meeting the
+goal; the attack contract projects it onto the ball ∩ box (so a perturbation larger than ε is
+shrunk to ε and then usually fails). Use a radius no perturbation can exceed (``l2:100`` on
+MNIST, ``linf:1``) to read the minimal distances from ``AttackResult.norm``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import torch
+from torch import nn
+
+from ..threats import L2Ball, LinfBall, LpBall
+from ..threats.base import BOX, Threat, _flat
+from .base import Attack, Context, check_nonneg, check_positive_int
+from .registry import register
+
+GoalFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+_TINY = 1e-12  # keeps |f'| / ‖w'‖ finite when a gradient vanishes (the step is then 0)
+NORMS = ("l2", "linf")
+
+
+@dataclass(frozen=True)
+class DeepFoolOutput:
+    """What :func:`deepfool` returns.
+
+    Attributes:
+        x_adv: (N, ...) the first iterate meeting the goal, or the last one.
+        found: (N,) bool, the goal was met at ``x_adv``.
+        iterations: (N,) linearisation steps each example took (0 if it met the goal at x).
+        forward_passes: batched forward passes run.
+        backward_passes: batched backward passes run.
+    """
+
+    x_adv: torch.Tensor
+    found: torch.Tensor
+    iterations: torch.Tensor
+    forward_passes: int
+    backward_passes: int
+
+
+def deepfool_step_l2(diff: torch.Tensor, grad: torch.Tensor) -> torch.Tensor:
+    """ℓ2 step onto the linearised boundary ``diff + ⟨grad, r⟩ = 0``: |diff| / ‖grad‖₂² · grad.
+
+    Shape: diff (N,), grad (N, D) -> (N, D).
+    """
+    sq = grad.pow(2).sum(1).clamp_min(_TINY)
+    return (diff.abs() / sq).unsqueeze(1) * grad
+
+
+def deepfool_step_linf(diff: torch.Tensor, grad: torch.Tensor) -> torch.Tensor:
+    """ℓ∞ step onto the linearised boundary: |diff| / ‖grad‖₁ · sign(grad).
+
+    Shape: diff (N,), grad (N, D) -> (N, D).
+    """
+    l1 = grad.abs().sum(1).clamp_min(_TINY)
+    return (diff.abs() / l1).unsqueeze(1) * grad.sign()
+
+
+def _movable(grad: torch.Tensor, x_adv: torch.Tensor) -> torch.Tensor:
+    """Zero the coordinates of ``grad`` the box blocks at ``x_adv`` (a step moves along +grad)."""
+    lo, hi = BOX
+    blocked = ((x_adv <= lo) & (grad < 0)) | ((x_adv >= hi) & (grad > 0))
+    return grad.masked_fill(blocked, 0.0)
+
+
+def deepfool(
+    model: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    *,
+    norm: str = "l2",
+    steps: int = 50,
+    overshoot: float = 0.02,
+    candidates: int = 10,
+    targets: torch.Tensor | None = None,
+    goal_met: GoalFn | None = None,
+) -> DeepFoolOutput:
+    """DeepFool as a plain function (no validation, no mode switching), for other algorithms.
+
+    Universal perturbations call it with ``x`` = the currently perturbed images and ``y`` = the
+    model's predictions on the clean images.
+
+    Args:
+        model: returns logits (N, C); the caller sets its mode and parameter flags.
+        x: starting points (N, ...) in [0, 1].
+        y: (N,) classes to move away from (untargeted) — true labels or clean predictions.
+        norm: ``"l2"`` or ``"linf"``.
+        steps: linearisation steps at most.
+        overshoot: η ≥ 0.
+        candidates: K ≥ 2, classes considered (y included), chosen by the logits at ``x``.
+        targets: (N,) target classes for a targeted attack, or None.
+        goal_met: ``met(logits, rows) -> (N,) bool`` for the examples ``rows``; default:
+            argmax ≠ y (untargeted) or argmax = target.
+
+    Returns:
+        :class:`DeepFoolOutput`.
+    """
+    if norm not in NORMS:
+        raise ValueError(f"Invalid norm: {norm!r} (must be one of {', '.join(NORMS)})")
+    if goal_met is None:
+        if targets is None:
+            goal_met = lambda logits, rows: logits.argmax(1) != y[rows]  # noqa: E731
+        else:
+            goal_met = lambda logits, rows: logits.argmax(1) == targets[rows]  # noqa: E731
+    step_fn = deepfool_step_l2 if norm == "l2" else deepfool_step_linf
+    dual = 2.0 if norm == "l2" else 1.0
+    lo, hi = BOX
+    n, dev = x.shape[0], x.device
+    x = x.detach()
+    out = x.clone()
+    found = torch.zeros(n, dtype=torch.bool, device=dev)
+    iterations = torch.zeros(n, dtype=torch.long, device=dev)
+    live = torch.arange(n, device=dev)
+    x0, ys, ts = x, y, targets
+    r_tot = torch.zeros_like(x0)
+    xa = x0.clone()
+    cand: torch.Tensor | None = None
+    scale = 1.0 + overshoot
+    forward = backward = 0
+    for i in range(steps + 1):
+        xg = xa.detach().requires_grad_(True)
+        with torch.enable_grad():
+            logits = model(xg)
+            forward += 1
+            lg = logits.detach()
+            # One host sync per iteration (each costs K − 1 backward passes): examples meeting
+            # the goal keep this point and leave the batch before their gradients are computed.
+            done = goal_met(lg, live)
+            keep: torch.Tensor | None = None
+            if bool(done.any()):
+                fin = done.nonzero().flatten()
+                out[live[fin]] = xa[fin]
+                found[live[fin]] = True
+                keep = (~done).nonzero().flatten()
+                live, x0, ys, xa, r_tot = live[keep], x0[keep], ys[keep], xa[keep], r_tot[keep]
+                ts = None if ts is None else ts[keep]
+                cand = None if cand is None else cand[keep]
+                logits, lg = logits[keep], lg[keep]
+            if live.numel() == 0 or i == steps:
+                break  # the last forward pass only checks the goal
+            if ts is None:
+                if cand is None:
+                    # The candidate classes are fixed by the first logits (the paper's top-k).
+                    k = min(candidates, lg.shape[1]) - 1
+                    cand = lg.scatter(1, ys.unsqueeze(1), float("-inf")).topk(k, dim=1).indices
+                plus, minus = cand, ys.unsqueeze(1).expand_as(cand)
+            else:
+                other = lg.scatter(1, ts.unsqueeze(1), float("-inf")).argmax(1)
+                plus, minus = ts.unsqueeze(1), other.unsqueeze(1)
+            diffs = logits.gather(1, plus) - logits.gather(1, minus)  # (N, K), < 0 before
+            grads = []
+            for j in range(diffs.shape[1]):
+                (gj,) = torch.autograd.grad(
+                    diffs[:, j].sum(), xg, retain_graph=j + 1 < diffs.shape[1]
+                )
+                backward += 1
+                grads.append(_flat(gj if keep is None else gj[keep]))
+        with torch.no_grad():
+            d = diffs.detach()
+            g_all = _movable(torch.stack(grads, dim=1), _flat(xa).unsqueeze(1))  # (N, K, D)
+            dist = d.abs() / torch.linalg.vector_norm(g_all, ord=dual, dim=2).clamp_min(_TINY)
+            best = dist.argmin(1)
+            d_best = d.gather(1, best.unsqueeze(1)).squeeze(1)
+            g_best = g_all[torch.arange(best.numel(), device=dev), best]
+            r = step_fn(d_best, g_best).view_as(r_tot)
+            # Accumulate inside the box, so that moving back from a face takes effect at once.
+            r_tot = (x0 + r_tot + r).clamp(lo, hi) - x0
+            xa = (x0 + scale * r_tot).clamp(lo, hi)
+            iterations[live] += 1
+    out[live] = xa.detach()
+    return DeepFoolOutput(
+        x_adv=out,
+        found=found,
+        iterations=iterations,
+        forward_passes=forward,
+        backward_passes=backward,
+    )
+
+
+@dataclass(frozen=True, kw_only=True)
+class _DeepFoolBase(Attack):
+    """Shared options; subclasses fix the norm."""
+
+    default_loss = "margin"
+    norm_name: ClassVar[str] = "l2"
+
+    steps: int = 50
+    overshoot: float = 0.02
+    candidates: int = 10
+
+    def _validate(self) -> None:
+        check_positive_int("steps", self.steps)
+        check_nonneg("overshoot", self.overshoot)
+        c = self.candidates
+        if not (isinstance(c, int) and not isinstance(c, bool) and c >= 2):
+            raise ValueError(f"Invalid candidates: {c!r} (must be an integer >= 2)")
+
+    def _run(self, ctx: Context) -> tuple[torch.Tensor, Any]:
+        assert isinstance(ctx.threat, LpBall)
+        res = deepfool(
+            ctx.model,
+            ctx.x,
+            ctx.y,
+            norm=self.norm_name,
+            steps=self.steps,
+            overshoot=float(self.overshoot),
+            candidates=self.candidates,
+            targets=ctx.targets,
+            goal_met=ctx.goal_met,
+        )
+        return res.x_adv, None
+
+
+@register("deepfool-l2")
+@dataclass(frozen=True, kw_only=True)
+class DeepFoolL2(_DeepFoolBase):
+    """DeepFool under ℓ2 (Moosavi-Dezfooli et al. 2016), multi-class, batched, box-aware.
+
+    Step: r_i = |f'_l̂| / ‖w'_l̂‖₂² · w'_l̂ towards the closest linearised boundary
+    l̂ = argmin_k |f'_k| / ‖w'_k‖₂; x_{i+1} = clip(x_0 + (1 + η)·Σ r_j, 0, 1).
+
+    Args:
+        steps: linearisation steps at most (each one forward and K − 1 backward passes).
+        overshoot: η ≥ 0, the relative overshoot that carries the point past the boundary.
+        candidates: K ≥ 2, how many classes (the true one included) are considered, chosen by
+            the clean logits (10 in the paper).
+    """
+
+    name = "deepfool-l2"
+    norm_name = "l2"
+
+    @classmethod
+    def supports(cls, threat: Threat) -> bool:
+        return isinstance(threat, L2Ball)
+
+    @classmethod
+    def supported_description(cls) -> str:
+        return "supported: ℓ2 balls"
+
+
+@register("deepfool-linf")
+@dataclass(frozen=True, kw_only=True)
+class DeepFoolLinf(_DeepFoolBase):
+    """DeepFool under ℓ∞ (Moosavi-Dezfooli et al. 2016, §3.3 with p = ∞), multi-class, batched.
+
+    Step: r_i = |f'_l̂| / ‖w'_l̂‖₁ · sign(w'_l̂) towards the closest linearised boundary in ℓ∞,
+    l̂ = argmin_k |f'_k| / ‖w'_k‖₁ (ℓ1 is the dual norm of ℓ∞);
+    x_{i+1} = clip(x_0 + (1 + η)·Σ r_j, 0, 1).
+
+    Args:
+        steps: linearisation steps at most (each one forward and K − 1 backward passes).
+        overshoot: η ≥ 0, the relative overshoot that carries the point past the boundary.
+        candidates: K ≥ 2, how many classes (the true one included) are considered.
+    """
+
+    name = "deepfool-linf"
+    norm_name = "linf"
+
+    @classmethod
+    def supports(cls, threat: Threat) -> bool:
+        return isinstance(threat, LinfBall)
+
+    @classmethod
+    def supported_description(cls) -> str:
+        return "supported: ℓ∞ balls"

@@ -1,0 +1,308 @@
+"""A personal leaderboard: every evaluation a user records, kept in a local SQLite database.
+
+``multirobust compare`` records each report it reads and ``multirobust evaluate --db PATH``
+records the report it writes, so a user's models accumulate across runs; ``multirobust
+leaderboard`` prints them. The database lives at ``--db`` or, by default,
+``$MULTIROBUST_HOME/leaderboard.sqlite`` (else ``$XDG_CACHE_HOME/multirobust/`` or
+``~/.cache/multirobust/``).
+
+One evaluation is one row, identified by the model and data fingerprints, the threats, the
+preset, the number of examples and the seed: recording the same evaluation again updates its
+row instead of adding a duplicate. Every write is one transaction (all of it or nothing), and a
+file that is not a multirobust leaderboard is refused with a clear error, never overwritten.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import sqlite3
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from ..evaluation.report import EvaluationReport
+
+#: SQLite ``PRAGMA application_id`` of our databases ("mrlb").
+APPLICATION_ID = 0x6D726C62
+SCHEMA_VERSION = 1
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS results (
+    key TEXT PRIMARY KEY,
+    label TEXT NOT NULL,
+    recorded_at TEXT NOT NULL,
+    report_path TEXT,
+    dataset TEXT,
+    n INTEGER NOT NULL,
+    preset TEXT,
+    seed INTEGER,
+    threats TEXT NOT NULL,
+    clean_accuracy REAL NOT NULL,
+    union_accuracy REAL NOT NULL,
+    robust_accuracy TEXT NOT NULL,
+    min_distortion TEXT NOT NULL,
+    model_sha256 TEXT,
+    data_sha256 TEXT
+)
+"""
+
+
+class LeaderboardError(RuntimeError):
+    """The leaderboard database cannot be used; the message says why and what to do."""
+
+
+def default_path() -> Path:
+    """Where the leaderboard lives when no ``--db`` is given."""
+    home = os.environ.get("MULTIROBUST_HOME")
+    if home:
+        return Path(home).expanduser() / "leaderboard.sqlite"
+    cache = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(cache).expanduser() / "multirobust" / "leaderboard.sqlite"
+
+
+@dataclass
+class Entry:
+    """One recorded evaluation.
+
+    Attributes:
+        label: name shown for the model (run folder or checkpoint name).
+        clean_accuracy, union_accuracy: fractions.
+        robust_accuracy: threat text -> fraction.
+        min_distortion: norm -> median minimal distortion (inf: most examples never broken).
+        threats: the threat models evaluated.
+        dataset, n, preset, seed: how it was evaluated.
+        report_path: the report.json it came from, when known.
+        model_sha256, data_sha256: fingerprints of the weights and the data.
+        recorded_at: UTC time of the (last) recording, ISO 8601.
+    """
+
+    label: str
+    clean_accuracy: float
+    union_accuracy: float
+    robust_accuracy: dict[str, float] = field(default_factory=dict)
+    min_distortion: dict[str, float] = field(default_factory=dict)
+    threats: list[str] = field(default_factory=list)
+    dataset: str | None = None
+    n: int = 0
+    preset: str | None = None
+    seed: int | None = None
+    report_path: str | None = None
+    model_sha256: str | None = None
+    data_sha256: str | None = None
+    recorded_at: str = ""
+
+    @property
+    def key(self) -> str:
+        """Identity of the evaluation (same model, data, threats, preset, n and seed)."""
+        parts = [
+            self.model_sha256 or f"label:{self.label}",
+            self.data_sha256 or f"dataset:{self.dataset}",
+            sorted(self.threats),
+            self.preset,
+            self.n,
+            self.seed,
+        ]
+        return hashlib.sha256(json.dumps(parts).encode()).hexdigest()[:32]
+
+    @classmethod
+    def from_report(
+        cls, report: EvaluationReport, label: str, report_path: str | os.PathLike[str] | None = None
+    ) -> Entry:
+        """The entry of an evaluation report."""
+        s = report.settings
+        preset = s.get("preset")
+        return cls(
+            label=label,
+            clean_accuracy=float(report.clean_accuracy),
+            union_accuracy=float(report.union_accuracy),
+            robust_accuracy={k: float(v) for k, v in report.robust_accuracy.items()},
+            min_distortion={
+                norm: float(md["median"]) for norm, md in report.minimal_distortion.items()
+            },
+            threats=list(s.get("threats", report.threats.keys())),
+            dataset=s.get("dataset"),
+            n=int(report.n),
+            preset=preset.get("name") if isinstance(preset, dict) else preset,
+            seed=s.get("seed"),
+            report_path=None if report_path is None else str(Path(report_path).resolve()),
+            model_sha256=s.get("model_sha256"),
+            data_sha256=s.get("data_sha256"),
+        )
+
+
+def _json_float(value: float) -> Any:
+    """inf as the string "inf": SQLite's JSON text must stay standard JSON."""
+    return value if math.isfinite(value) else str(value)
+
+
+class Leaderboard:
+    """The leaderboard database at ``path`` (created on first use).
+
+    Use as a context manager, or call :meth:`close`.
+
+    Raises:
+        LeaderboardError: the file is not an SQLite database, or is one of another program.
+    """
+
+    def __init__(self, path: str | os.PathLike[str] | None = None) -> None:
+        self.path = Path(path) if path is not None else default_path()
+        if self.path.is_dir():
+            raise LeaderboardError(f"Leaderboard path {self.path} is a folder, not a file")
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            self._conn = sqlite3.connect(self.path, timeout=30)
+        except sqlite3.Error as err:
+            raise LeaderboardError(f"Cannot open leaderboard {self.path}: {err}") from None
+        try:
+            self._initialise()
+        except sqlite3.DatabaseError as err:
+            self._conn.close()
+            raise LeaderboardError(
+                f"{self.path} is not a usable multirobust leaderboard database ({err}): the "
+                "file is corrupt or belongs to another program. Move it away or pass another "
+                "path with --db."
+            ) from None
+        except LeaderboardError:
+            self._conn.close()
+            raise
+
+    def _initialise(self) -> None:
+        conn = self._conn
+        app_id = conn.execute("PRAGMA application_id").fetchone()[0]
+        tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+        if app_id == 0 and not tables:
+            with conn:
+                conn.execute(f"PRAGMA application_id = {APPLICATION_ID}")
+                conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+                conn.execute(_SCHEMA)
+            return
+        if app_id != APPLICATION_ID or "results" not in tables:
+            raise LeaderboardError(
+                f"{self.path} is an SQLite database of another program (application id "
+                f"{app_id:#x}, tables: {', '.join(sorted(tables)) or 'none'}), not a multirobust "
+                "leaderboard. Pass another path with --db."
+            )
+        version = conn.execute("PRAGMA user_version").fetchone()[0]
+        if version != SCHEMA_VERSION:
+            raise LeaderboardError(
+                f"{self.path} is a multirobust leaderboard of schema version {version}; this "
+                f"version of multirobust reads version {SCHEMA_VERSION}"
+            )
+
+    def __enter__(self) -> Leaderboard:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._conn.close()
+
+    @contextmanager
+    def _transaction(self) -> Iterator[sqlite3.Connection]:
+        try:
+            with self._conn:  # commits at the end, rolls back on any exception
+                yield self._conn
+        except sqlite3.Error as err:
+            raise LeaderboardError(
+                f"Writing leaderboard {self.path} failed and nothing was recorded: {err}"
+            ) from None
+
+    def record(self, *entries: Entry) -> None:
+        """Add (or update) ``entries`` in one transaction."""
+        now = datetime.now(UTC).isoformat(timespec="seconds")
+        with self._transaction() as conn:
+            for e in entries:
+                conn.execute(
+                    """
+                    INSERT INTO results VALUES
+                        (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+                    ON CONFLICT(key) DO UPDATE SET
+                        label = excluded.label, recorded_at = excluded.recorded_at,
+                        report_path = excluded.report_path,
+                        clean_accuracy = excluded.clean_accuracy,
+                        union_accuracy = excluded.union_accuracy,
+                        robust_accuracy = excluded.robust_accuracy,
+                        min_distortion = excluded.min_distortion
+                    """,
+                    (
+                        e.key,
+                        e.label,
+                        now,
+                        e.report_path,
+                        e.dataset,
+                        e.n,
+                        e.preset,
+                        e.seed,
+                        json.dumps(list(e.threats)),
+                        e.clean_accuracy,
+                        e.union_accuracy,
+                        json.dumps(e.robust_accuracy),
+                        json.dumps({k: _json_float(v) for k, v in e.min_distortion.items()}),
+                        e.model_sha256,
+                        e.data_sha256,
+                    ),
+                )
+
+    def entries(self) -> list[Entry]:
+        """All entries, best union robust accuracy first (then clean accuracy)."""
+        try:
+            rows = self._conn.execute(
+                "SELECT label, clean_accuracy, union_accuracy, robust_accuracy, min_distortion, "
+                "threats, dataset, n, preset, seed, report_path, model_sha256, data_sha256, "
+                "recorded_at FROM results ORDER BY union_accuracy DESC, clean_accuracy DESC, "
+                "recorded_at"
+            ).fetchall()
+        except sqlite3.DatabaseError as err:
+            raise LeaderboardError(f"Reading leaderboard {self.path} failed: {err}") from None
+        out = []
+        for r in rows:
+            out.append(
+                Entry(
+                    label=r[0],
+                    clean_accuracy=r[1],
+                    union_accuracy=r[2],
+                    robust_accuracy=json.loads(r[3]),
+                    min_distortion={k: float(v) for k, v in json.loads(r[4]).items()},
+                    threats=json.loads(r[5]),
+                    dataset=r[6],
+                    n=r[7],
+                    preset=r[8],
+                    seed=r[9],
+                    report_path=r[10],
+                    model_sha256=r[11],
+                    data_sha256=r[12],
+                    recorded_at=r[13],
+                )
+            )
+        return out
+
+
+def format_table(entries: list[Entry]) -> str:
+    """The entries as a plain-text table."""
+    if not entries:
+        return (
+            "(the leaderboard is empty: record evaluations with `multirobust compare` or "
+            "`multirobust evaluate --db PATH`)"
+        )
+    norms = sorted({k for e in entries for k in e.min_distortion})
+    head = f"{'#':>3} {'model':<24} {'dataset':<14} {'clean':>7} {'union':>7} "
+    head += "".join(f"{'med ' + k:>9} " for k in norms)
+    head += f"{'n':>6} {'preset':<9} threats"
+    lines = [head]
+    for i, e in enumerate(entries, 1):
+        row = f"{i:>3} {e.label[:24]:<24} {(e.dataset or '-')[:14]:<14} "
+        row += f"{e.clean_accuracy:>7.2%} {e.union_accuracy:>7.2%} "
+        row += "".join(
+            f"{e.min_distortion[k]:>9.4g} " if k in e.min_distortion else f"{'-':>9} "
+            for k in norms
+        )
+        row += f"{e.n:>6} {(e.preset or '-'):<9} {', '.join(e.threats)}"
+        lines.append(row)
+    return "\n".join(lines)
