@@ -9,6 +9,7 @@ import click
 
 from .. import data, models, threats
 from ..threats import LpBall
+from . import distributed as _dist
 from . import presets
 from .curves import curve
 from .runner import evaluate
@@ -38,11 +39,13 @@ CURVE_MULTIPLES = (0.0, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0)
 )
 @click.option(
     "--n",
+    "--num-examples",
     "n",
     type=click.IntRange(min=1),
     default=1000,
     show_default=True,
-    help="Number of examples (the first n of the split).",
+    help="Number of examples (the first n of the split). Under torchrun with Python 3.11 write "
+    "--num-examples: torchrun's argument parser takes --n for an abbreviation of its own options.",
 )
 @click.option(
     "--preset",
@@ -70,8 +73,37 @@ CURVE_MULTIPLES = (0.0, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0)
     show_default=True,
     help="Accuracy-vs-ε curves (quick preset) for each ℓp threat type.",
 )
+@click.option(
+    "--curve-n",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Examples behind the curves: the first ones (default: all n). Curves attack many "
+    "still-robust examples at small ε, so they can cost more than the evaluation itself.",
+)
+@click.option(
+    "--min-norm",
+    "min_norms",
+    multiple=True,
+    type=click.Choice(["linf", "l2", "l1"]),
+    help="Also search each example's minimal adversarial distortion in this norm (median and "
+    "distribution in the report). Repeatable.",
+)
+@click.option(
+    "--db",
+    default=None,
+    type=click.Path(dir_okay=False),
+    help="Record the result in this leaderboard database (see `multirobust leaderboard`).",
+)
 @click.option("--data-root", default=None, help="Data folder (default: $MULTIROBUST_DATA).")
 @click.option("--quiet", is_flag=True, help="No progress bars.")
+@click.option(
+    "--device",
+    default="auto",
+    show_default=True,
+    help="auto (CUDA when available, else CPU), cpu, cuda or cuda:K. Under torchrun every "
+    "process joins the group (nccl on CUDA, gloo on CPU), evaluates its share of the batches "
+    "and rank 0 writes the report.",
+)
 def evaluate_cmd(
     checkpoint: str,
     dataset: str | None,
@@ -84,10 +116,18 @@ def evaluate_cmd(
     batch_size: int,
     seed: int,
     curves: bool,
+    curve_n: int | None,
+    min_norms: tuple[str, ...],
+    db: str | None,
     data_root: str | None,
     quiet: bool,
+    device: str,
 ) -> None:
-    """Evaluate a checkpoint under several threat models and write report.json / report.html."""
+    """Evaluate a checkpoint under several threat models and write report.json / report.html.
+
+    Launched with ``torchrun --nproc_per_node K -m multirobust evaluate ...`` the batches are
+    shared among the K processes and the report is the one a single process would write.
+    """
     try:
         threat_list = [threats.parse(t) for t in threat_texts]
         model = models.load(checkpoint)
@@ -102,6 +142,12 @@ def evaluate_cmd(
         raise click.ClickException(str(err)) from None
     out_dir = Path(out)
     try:
+        dev = _dist.device_for(device)
+        shard = _dist.init_from_env(dev) if _dist.launched() else None
+    except ValueError as err:
+        raise click.ClickException(str(err)) from None
+    model.to(dev)
+    try:
         report = evaluate(
             model,
             ds,
@@ -111,6 +157,8 @@ def evaluate_cmd(
             seed=seed,
             progress=not quiet,
             resume_dir=out_dir / "partial" if resume else None,
+            min_norm=min_norms,
+            distributed=shard is not None,
         )
         if curves:
             eps_by_kind: dict[str, set[float]] = {}
@@ -123,19 +171,35 @@ def evaluate_cmd(
                 report.curves.append(
                     curve(
                         model,
-                        ds,
+                        ds.images[:curve_n],
+                        ds.labels[:curve_n],
                         threat_type=kind,
                         eps_list=sorted(eps),
                         preset="quick",
                         batch_size=batch_size,
                         seed=seed,
                         progress=not quiet,
+                        distributed=shard is not None,
                     )
                 )
     except (ValueError, TypeError) as err:
         raise click.ClickException(str(err)) from None
+    finally:
+        if shard is not None:
+            _dist.shutdown()
+    if shard is not None and not shard.is_main:
+        return
     report.settings["checkpoint"] = str(checkpoint)
     report.to_json(out_dir / "report.json")
     report.to_html(out_dir / "report.html")
     click.echo(report.summary())
     click.echo(f"saved {out_dir / 'report.json'} and {out_dir / 'report.html'}")
+    if db is not None:
+        from ..robustness.leaderboard import Entry, Leaderboard, LeaderboardError
+
+        try:
+            with Leaderboard(db) as board:
+                board.record(Entry.from_report(report, out_dir.name, out_dir / "report.json"))
+        except LeaderboardError as err:
+            raise click.ClickException(str(err)) from None
+        click.echo(f"recorded the result in {db}")

@@ -15,6 +15,7 @@ from torch import nn
 from tqdm import tqdm
 
 from ..threats import parse
+from . import distributed as _dist
 from . import presets
 from .checks import LogProbabilities, looks_like_probabilities
 from .report import Curve
@@ -32,6 +33,7 @@ def curve(
     batch_size: int = 500,
     seed: int = 0,
     progress: bool = True,
+    distributed: bool = False,
 ) -> Curve:
     """Robust accuracy of ``model`` at each ε of ``eps_list`` for ``threat_type``.
 
@@ -41,6 +43,9 @@ def curve(
         threat_type: ``"linf"``, ``"l2"`` or ``"l1"``.
         eps_list: radii (any order, ≥ 0); the curve is returned in increasing ε.
         preset: attack ensemble used at every ε ("quick" by default).
+        distributed: share each attack's chunks of examples among the ranks of the
+            initialised ``torch.distributed`` group (chunk k on rank k mod world size) and
+            gather which examples broke; every rank gets the single-process curve.
 
     Returns:
         A :class:`Curve` with accuracy[k] the fraction robust at eps[k] (ε = 0: clean accuracy).
@@ -53,7 +58,10 @@ def curve(
     if eps_sorted[0] < 0:
         raise ValueError(f"Invalid eps: {eps_sorted[0]!r} (must be >= 0)")
     chosen = presets.get(preset)
+    shard = _dist.require(distributed)
     x, labels = _as_tensors(data, y)
+    device = next((p.device for p in model.parameters()), x.device)
+    x, labels = x.to(device), labels.to(device=device, dtype=torch.long)
     start = time.perf_counter()
     was_training = [m.training for m in model.modules()]
     model.eval()
@@ -69,7 +77,12 @@ def curve(
                 ]
             )
         accuracy: list[float] = []
-        bar = tqdm(eps_sorted, desc=f"curve {threat_type}", disable=not progress, leave=False)
+        bar = tqdm(
+            eps_sorted,
+            desc=f"curve {threat_type}",
+            disable=not progress or not shard.is_main,
+            leave=False,
+        )
         for eps in bar:
             if eps > 0:
                 threat = parse(f"{threat_type}:{eps!r}")
@@ -78,13 +91,18 @@ def curve(
                     if rows.numel() == 0:
                         break
                     attack = spec.build(threat)
-                    for i in range(0, rows.numel(), batch_size):
+                    offsets = list(range(0, rows.numel(), batch_size))
+                    broken: list[int] = []
+                    for k in shard.batches(len(offsets)):
+                        i = offsets[k]
                         sub = rows[i : i + batch_size]
                         gen = torch.Generator(device=x.device).manual_seed(
                             _seed(seed, "curve", threat, spec.label, i)
                         )
                         res = attack(attacked, x[sub], labels[sub], generator=gen)
-                        robust[sub[res.success]] = False
+                        broken += sub[res.success].tolist()
+                    for part in _dist.all_gather(broken, shard):
+                        robust[torch.tensor(part, dtype=torch.long, device=robust.device)] = False
             accuracy.append(float(robust.float().mean()))
     finally:
         for m, mode in zip(model.modules(), was_training, strict=True):
@@ -95,4 +113,5 @@ def curve(
         accuracy=accuracy,
         preset=chosen.name,
         seconds=time.perf_counter() - start,
+        n=int(x.shape[0]),
     )

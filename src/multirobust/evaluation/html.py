@@ -61,7 +61,7 @@ def _curves(report: EvaluationReport) -> str:
         ax.set_xlabel("ε")
         ax.set_ylabel("robust accuracy (%)")
         ax.set_ylim(-2, 102)
-        ax.set_title(f"{c.threat_type} ({c.preset} preset)")
+        ax.set_title(f"{c.threat_type} ({c.preset} preset{f', {c.n} examples' if c.n else ''})")
         ax.grid(alpha=0.3)
     rows = "".join(
         f"<tr><td>{html.escape(c.threat_type)}</td><td>"
@@ -70,6 +70,53 @@ def _curves(report: EvaluationReport) -> str:
         for c in report.curves
     )
     return _png(fig) + f"<table><tr><th>threat</th><th>accuracy by ε</th></tr>{rows}</table>"
+
+
+def _minimal_distortion(report: EvaluationReport) -> str:
+    """The optional minimal-distortion section: medians, a table and the distributions."""
+    found = report.minimal_distortion
+    if not found:
+        return ""
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(found), figsize=(4.2 * len(found), 3.2))
+    axes = np.atleast_1d(axes)
+    rows = []
+    for ax, (norm, md) in zip(axes, found.items(), strict=True):
+        d = np.asarray(md["distances"], dtype=float)
+        finite = d[np.isfinite(d) & (d > 0)]
+        ax.hist(finite, bins=md["histogram"]["edges"], color="#4c72b0")
+        if np.isfinite(md["median"]):
+            ax.axvline(md["median"], color="#c44e52", label=f"median {md['median']:.3g}")
+            ax.legend(fontsize=8)
+        ax.set_xlabel(f"minimal {norm} distortion")
+        ax.set_ylabel("examples")
+        ax.set_title(f"{norm} ({100 * md['never_broken']:.0f}% never broken)")
+        ax.grid(alpha=0.3)
+        rows.append(
+            f"<tr><td>{html.escape(norm)}</td>"
+            f'<td class="num" id="min-distortion-{html.escape(norm)}">{md["median"]:.4g}</td>'
+            f'<td class="num">{_pct(md["misclassified"])}</td>'
+            f'<td class="num">{_pct(md["never_broken"])}</td>'
+            f'<td class="num">{md["max_eps"]:.4g}</td>'
+            f"<td>{html.escape(', '.join(md['attacks']))}</td></tr>"
+        )
+    return (
+        "<h2>Minimal adversarial distortion</h2>"
+        "<p>Per example, the norm of the smallest adversarial perturbation found (bisection over "
+        "ε of a fixed-budget attack, plus minimum-norm attacks where available): 0 for examples "
+        "misclassified without attack, never broken when no attack succeeded up to the largest "
+        "ε searched. The median is over all examples. Distances are upper bounds on the true "
+        "minimal distortion.</p>"
+        '<table id="minimal-distortion"><tr><th>norm</th><th>median</th><th>misclassified</th>'
+        "<th>never broken</th><th>largest ε searched</th><th>attacks</th></tr>"
+        + "".join(rows)
+        + "</table>"
+        + _png(fig)
+    )
 
 
 def _image(u8: str, shape: list[int]) -> np.ndarray:
@@ -183,6 +230,7 @@ union robust accuracy <b id="union-accuracy">{_pct(report.union_accuracy)}</b>;
 ensemble; the union counts those robust under every threat model at once.</p>
 <h2>Checks (Carlini et al. 2019)</h2>{checks}
 <h2>Robust accuracy against ε</h2>{_curves(report)}
+{_minimal_distortion(report)}
 <h2>Adversarial examples</h2>{_grid(report, names)}
 <h2>Timings</h2><table>{timings}</table>
 <h2>Settings</h2><pre id="settings">{esc(json.dumps(report.settings, indent=1))}</pre>

@@ -44,6 +44,8 @@ class ThreatOutcome:
         params: per example, the certifying parameters of non-additive threats (spatial:
             angle and shifts) where broken, else None.
         queries: forward passes of single examples spent by the attacks.
+        forward_passes, backward_passes: single-example forward and backward passes through
+            the model spent by the attacks (counted by :class:`.passes.PassCounter`).
         seconds: time spent attacking.
     """
 
@@ -55,6 +57,8 @@ class ThreatOutcome:
     params: list[list[float] | None] = field(default_factory=list)
     queries: int = 0
     seconds: float = 0.0
+    forward_passes: int = 0
+    backward_passes: int = 0
 
     @property
     def robust_accuracy(self) -> float:
@@ -93,13 +97,14 @@ class AdversarialExample:
 
 @dataclass
 class Curve:
-    """Robust accuracy against ε for one threat type (fractions of the examples given)."""
+    """Robust accuracy against ε for one threat type (fractions of the ``n`` examples given)."""
 
     threat_type: str
     eps: list[float]
     accuracy: list[float]
     preset: str = "quick"
     seconds: float = 0.0
+    n: int = 0  # examples behind the curve (0: not recorded)
 
 
 @dataclass
@@ -116,6 +121,8 @@ class EvaluationReport:
         checks: the checks that fired.
         examples: clean/adversarial pairs for the picture grid.
         curves: accuracy-vs-ε curves (filled by :func:`multirobust.evaluation.curve` callers).
+        minimal_distortion: norm -> :meth:`multirobust.robustness.MinimalDistortion.to_dict`
+            (median, per-example distances, histogram), when ``evaluate(min_norm=...)`` asked.
         timings: seconds per phase.
         settings: everything needed to reproduce the run.
     """
@@ -131,6 +138,7 @@ class EvaluationReport:
     checks: list[Check]
     examples: list[AdversarialExample] = field(default_factory=list)
     curves: list[Curve] = field(default_factory=list)
+    minimal_distortion: dict[str, dict[str, Any]] = field(default_factory=dict)
     timings: dict[str, float] = field(default_factory=dict)
     settings: dict[str, Any] = field(default_factory=dict)
 
@@ -175,6 +183,11 @@ class EvaluationReport:
             counts = ", ".join(f"{a}: {c}" for a, c in t.broken_counts().items())
             lines.append(f"{text:<28} {self.robust_accuracy[text]:>10.2%}  {counts}")
         lines.append(f"{'union (worst case)':<28} {self.union_accuracy:>10.2%}")
+        for norm, md in self.minimal_distortion.items():
+            lines.append(
+                f"median minimal {norm} distortion: {md['median']:.4g} "
+                f"({md['never_broken']:.2%} never broken within {md['max_eps']:.4g})"
+            )
         for c in self.checks:
             where = f" [{c.threat}]" if c.threat else ""
             lines.append(f"CHECK {c.name}{where}: {c.message}")

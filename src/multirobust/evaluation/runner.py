@@ -30,9 +30,12 @@ from tqdm import tqdm
 
 from .. import __version__, attacks
 from ..data import ImageDataset
+from ..robustness import minimal as _minimal
 from ..threats import Affine, LpBall, Spatial, Threat, Union, parse
 from . import checks as _checks
+from . import distributed as _dist
 from . import presets
+from .passes import PassCounter
 from .report import AdversarialExample, Check, EvaluationReport, ThreatOutcome, write_atomic
 
 log = logging.getLogger(__name__)
@@ -144,6 +147,7 @@ def _attack_batch(
     errors: dict[str, str] = {}
     examples: list[dict[str, Any]] = []
     start = time.perf_counter()
+    passes_before = model.counts() if isinstance(model, PassCounter) else (0, 0)
     for spec in specs:
         rows = robust.nonzero().flatten()
         if rows.numel() == 0:
@@ -198,12 +202,15 @@ def _attack_batch(
                         )
                     )
                 )
+    passes_after = model.counts() if isinstance(model, PassCounter) else (0, 0)
     return {
         "robust": robust.tolist(),
         "broken_by": broken_by,
         "norm": norms,
         "params": params,
         "queries": queries,
+        "forward_passes": passes_after[0] - passes_before[0],
+        "backward_passes": passes_after[1] - passes_before[1],
         "seconds": time.perf_counter() - start,
         "outside": outside,
         "errors": errors,
@@ -226,6 +233,8 @@ def evaluate(
     on_batch: Callable[[int, int], None] | None = None,
     run_checks: bool = True,
     examples_per_threat: int = 8,
+    distributed: bool = False,
+    min_norm: Sequence[str] = (),
 ) -> EvaluationReport:
     """Evaluate ``model``'s robustness under each threat and their union, with checks.
 
@@ -246,14 +255,24 @@ def evaluate(
         progress: show a progress bar.
         resume_dir: folder where each finished batch is saved; a run with the same settings
             picks up the finished batches from there instead of recomputing them.
-        on_batch: called as ``on_batch(batches_done, batches_total)`` after each batch.
+        on_batch: called as ``on_batch(batches_done, batches_total)`` after each batch (the
+            batches of this rank when ``distributed``).
         run_checks: run the post-hoc checks (large ε, more steps) besides the cheap ones.
         examples_per_threat: clean/adversarial pairs kept per threat for the report's pictures.
+        distributed: shard the batches over the ranks of the initialised ``torch.distributed``
+            group (batch b on rank b mod world size; see :mod:`.distributed`) and gather the
+            results; every rank must call ``evaluate`` with the same arguments and gets the
+            same report, equal to a single process's. The post-hoc checks run on rank 0.
+        min_norm: norms (``"linf"``, ``"l2"``, ``"l1"``) whose per-example minimal adversarial
+            distortion is searched after the attacks (:func:`multirobust.robustness.
+            minimal_distortion`, APGD with the margin loss and the preset's steps) and stored
+            in ``report.minimal_distortion``; on rank 0 when distributed.
 
     Returns:
         An :class:`EvaluationReport`.
     """
     t_start = time.perf_counter()
+    shard = _dist.require(distributed)
     x, labels = _as_tensors(data, y)
     attacks.base.validate_inputs(x, labels)
     if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
@@ -262,6 +281,7 @@ def evaluate(
         seed = int(torch.randint(0, 2**31 - 1, (1,), generator=generator, device=generator.device))
     threat_list = _threat_list(threats)
     chosen = presets.get(preset)
+    min_norms = _minimal.check_norms(min_norm)
     device = next((p.device for p in model.parameters()), x.device)
     x, labels = x.to(device), labels.to(device=device, dtype=torch.long)
     n = x.shape[0]
@@ -300,6 +320,7 @@ def evaluate(
             **_fingerprint(model, x, labels),
             "dtype": str(x.dtype),
             "device": str(device),
+            "world_size": shard.world_size,
             "multirobust": __version__,
             "torch": torch.__version__,
             "python": platform.python_version(),
@@ -314,16 +335,25 @@ def evaluate(
         if folder is not None:
             _prepare_resume(folder, settings)
         starts = list(range(0, n, batch_size))
-        records: list[dict[str, Any]] = []
-        bar = tqdm(total=n, desc="evaluate", unit="img", disable=not progress, leave=False)
+        mine = shard.batches(len(starts))
+        done: dict[int, dict[str, Any]] = {}
+        counted = PassCounter(attacked)
+        bar = tqdm(
+            total=sum(min(batch_size, n - starts[b]) for b in mine),
+            desc="evaluate",
+            unit="img",
+            disable=not progress or not shard.is_main,
+            leave=False,
+        )
         t0 = time.perf_counter()
-        for b, s in enumerate(starts):
+        for k, b in enumerate(mine):
+            s = starts[b]
             path = folder / f"batch_{b:05d}.json" if folder is not None else None
             if path is not None and path.exists():
                 record = json.loads(path.read_text())
             else:
                 record = _run_batch(
-                    attacked,
+                    counted,
                     x[s : s + batch_size],
                     labels[s : s + batch_size],
                     threat_list,
@@ -333,23 +363,47 @@ def evaluate(
                     offset=s,
                     keep_examples=examples_per_threat,
                 )
+                record["rank"] = shard.rank  # who computed it (a resumed batch keeps its own)
                 if path is not None:
                     write_atomic(path, json.dumps(record))
-            records.append(record)
+            done[b] = record
             bar.update(min(batch_size, n - s))
             if on_batch is not None:
-                on_batch(b + 1, len(starts))
+                on_batch(k + 1, len(mine))
         bar.close()
+        gathered = _dist.merge(_dist.all_gather(done, shard))
+        records = [gathered[b] for b in range(len(starts))]
         timings["attacks"] = time.perf_counter() - t0
 
         report = _assemble(records, threat_list, ensembles, labels, examples_per_threat)
         report.checks = list(probe.checks) + report.checks
         if run_checks:
             t0 = time.perf_counter()
-            report.checks += _post_checks(
-                attacked, x, labels, report, threat_list, ensembles, seed, probe
+            post = (
+                _post_checks(attacked, x, labels, report, threat_list, ensembles, seed, probe)
+                if shard.is_main
+                else []
             )
+            report.checks += _dist.broadcast(post, shard)
             timings["checks_after"] = time.perf_counter() - t0
+        if min_norms:
+            t0 = time.perf_counter()
+            options = {"loss": "margin", "steps": chosen.steps}
+            found = {
+                norm: _minimal.minimal_distortion(
+                    attacked,
+                    x,
+                    labels,
+                    norm,
+                    attack_options=options,
+                    batch_size=batch_size,
+                    seed=_seed(seed, "minimal", norm),
+                ).to_dict()
+                for norm in (min_norms if shard.is_main else [])
+            }
+            report.minimal_distortion = _dist.broadcast(found, shard)
+            settings["min_norm"] = {"norms": min_norms, "attack": "apgd", "options": options}
+            timings["minimal_distortion"] = time.perf_counter() - t0
     finally:
         for m, mode in zip(model.modules(), was_training, strict=True):
             m.training = mode
@@ -401,7 +455,8 @@ def _run_batch(
 
 def _prepare_resume(folder: Path, settings: dict[str, Any]) -> None:
     """Create ``folder`` or check that the results in it come from the same settings."""
-    keep = {k: v for k, v in settings.items() if k not in ("device",)}
+    # Batches do not depend on the device or on how many processes share them.
+    keep = {k: v for k, v in settings.items() if k not in ("device", "world_size")}
     path = folder / "settings.json"
     if path.exists():
         old = json.loads(path.read_text())
@@ -440,6 +495,8 @@ def _assemble(
             norm=[v for p in parts for v in p["norm"]],
             params=[v for p in parts for v in p["params"]],
             queries=sum(p["queries"] for p in parts),
+            forward_passes=sum(p.get("forward_passes", 0) for p in parts),
+            backward_passes=sum(p.get("backward_passes", 0) for p in parts),
             seconds=sum(p["seconds"] for p in parts),
         )
         outcomes[key] = outcome
