@@ -175,6 +175,7 @@ def test_methods_registry():
         "random",
         "msd",
         "ensemble",
+        "distillation",
     ]
 
 

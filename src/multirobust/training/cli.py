@@ -31,7 +31,12 @@ __all__ = ["train_cmd"]
     help="Threat model, e.g. linf:0.3, l2:2, l1:10. Repeatable (max/avg/random/msd).",
 )
 @click.option("--epochs", type=int, default=None)
-@click.option("--batch-size", type=int, default=None)
+@click.option(
+    "--batch-size",
+    type=int,
+    default=None,
+    help="Examples per optimiser step; under torchrun the global batch over all processes.",
+)
 @click.option("--lr", type=float, default=None, help="Peak learning rate.")
 @click.option(
     "--optimiser", "--optimizer", "optimiser", type=click.Choice(["sgd", "adam"]), default=None
@@ -84,9 +89,12 @@ def train_cmd(
         result = fit(cfg, resume=resume)
     except (ConfigError, ValueError, FileNotFoundError) as err:
         raise click.ClickException(str(err)) from None
+    if result.rank != 0:  # under torchrun, rank 0 speaks for the run
+        return
     last = result.history[-1] if result.history else {}
     click.echo(
         f"trained {cfg.method} on {cfg.dataset} for {len(result.history)} epoch(s)"
+        + (f" on {result.world_size} processes" if result.world_size > 1 else "")
         + (" (stopped early: catastrophic overfitting)" if result.stopped_early else "")
     )
     if last:

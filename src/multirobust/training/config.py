@@ -52,6 +52,8 @@ class TrainConfig:
             method's own rule.
         beta: TRADES trade-off β.
         replays: Free-AT minibatch replays m.
+        temperature: softmax temperature T of defensive distillation (``distillation``;
+            Papernot et al. 2016 use 100 on MNIST).
         static_models: checkpoint paths of the fixed models of ensemble training.
         early_stop: stop at catastrophic overfitting and keep the best weights; default on
             for ``fast`` only.
@@ -85,6 +87,7 @@ class TrainConfig:
     step_size: float | None = None
     beta: float = 6.0
     replays: int = 4
+    temperature: float = 100.0
     static_models: list[str] = field(default_factory=list)
     early_stop: bool | None = None
     overfit_drop: float = 0.2
@@ -201,6 +204,7 @@ class TrainConfig:
         number("momentum", 0.0, strict=False)
         number("weight_decay", 0.0, strict=False)
         number("beta", 0.0, strict=False)
+        number("temperature", 0.0, strict=True)
         number("eps_warmup", 0.0, strict=False)
         if self.eps_warmup > self.epochs:
             raise ConfigError(

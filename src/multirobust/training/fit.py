@@ -6,6 +6,7 @@ to TensorBoard when it is installed), then write ``checkpoint.pt`` atomically wi
 optimiser, schedule, method and RNG states. ``fit(config, resume=True)`` continues from that
 checkpoint and ends with exactly the weights an uninterrupted run would have (same seed,
 same machine and thread count); an epoch interrupted part-way is redone from its start.
+Launched by ``torchrun``, the same loop trains data-parallel over several processes.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import logging
 import math
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -27,6 +28,7 @@ from torch import nn
 from tqdm import tqdm
 
 from .. import data, models
+from . import distributed
 from .config import ConfigError, TrainConfig
 from .methods import BatchStep, get_method
 from .overfitting import OverfittingDetector, robust_accuracy
@@ -52,6 +54,8 @@ class FitResult:
         history: one metrics dict per epoch, as in ``log.jsonl``.
         stopped_early: True when catastrophic overfitting stopped the run.
         best_epoch: the epoch (1-based) with the highest held-out union robust accuracy.
+        rank: this process's rank in a distributed run (0 otherwise); only rank 0 writes.
+        world_size: number of processes that trained the model (1 without torchrun).
     """
 
     model: nn.Module
@@ -59,6 +63,8 @@ class FitResult:
     history: list[dict[str, Any]] = field(default_factory=list)
     stopped_early: bool = False
     best_epoch: int = 0
+    rank: int = 0
+    world_size: int = 1
 
 
 def make_schedule(name: str, total_steps: int) -> Callable[[int], float]:
@@ -225,6 +231,15 @@ def fit(
     ``model.pt`` (final weights; the best ones when catastrophic overfitting stopped the
     run), ``log.jsonl`` and ``log.csv`` (one row per epoch), ``tensorboard/`` if available.
 
+    Distributed: under ``torchrun`` (``RANK``/``WORLD_SIZE`` set), or when a default process
+    group already exists, every process runs ``fit`` and they train one model with
+    ``DistributedDataParallel`` (see :mod:`multirobust.training.distributed`).
+    ``batch_size`` is then the global batch size (a multiple of the number of processes),
+    so the learning rate means what it means for one process; each epoch is shuffled from
+    ``seed + epoch`` and sharded; held-out metrics are computed on shards and summed; only
+    rank 0 writes files; ``model.pt`` records every rank's weight checksum, and differing
+    replicas raise a RuntimeError. Resume with the same number of processes.
+
     Args:
         config: a :class:`TrainConfig` or a dict of its fields.
         resume: continue from ``out/checkpoint.pt`` (starting fresh if there is none).
@@ -240,7 +255,73 @@ def fit(
             checkpoint when ``resume`` is False, or a checkpoint from other settings.
     """
     cfg = TrainConfig.from_dict(config) if isinstance(config, dict) else config
+    # Everything is checked before any process group exists: a bad config fails at once,
+    # identically, on every process of a torchrun launch.
     train, held_out, static = _prepare(cfg)
+    ctx = distributed.setup()
+    try:
+        return _fit(cfg, train, held_out, static, ctx, resume=resume, on_batch=on_batch)
+    finally:
+        if ctx is not None:
+            ctx.close()
+
+
+def _epoch_batches(
+    train: data.ImageDataset,
+    cfg: TrainConfig,
+    epoch: int,
+    shuffle_gen: torch.Generator,
+    ctx: distributed.Context | None,
+) -> Iterable[tuple[torch.Tensor, torch.Tensor]]:
+    """One epoch's training batches: shuffled by ``shuffle_gen``, or this process's shards."""
+    if ctx is None:
+        return train.loader(cfg.batch_size, shuffle=True, generator=shuffle_gen)
+    return distributed.epoch_batches(
+        train.images, train.labels, cfg.batch_size, epoch=epoch, seed=cfg.seed, ctx=ctx
+    )
+
+
+def _held_out_accuracy(
+    model: nn.Module,
+    held_out: data.ImageDataset,
+    cfg: TrainConfig,
+    ctx: distributed.Context | None,
+) -> dict[str, float]:
+    if ctx is None:
+        return robust_accuracy(
+            model,
+            held_out.images,
+            held_out.labels,
+            list(cfg.threats),
+            steps=cfg.eval_steps,
+            seed=cfg.seed,
+        )
+    return distributed.sharded_robust_accuracy(
+        ctx,
+        model,
+        held_out.images,
+        held_out.labels,
+        list(cfg.threats),
+        steps=cfg.eval_steps,
+        seed=cfg.seed,
+    )
+
+
+def _fit(
+    cfg: TrainConfig,
+    train: data.ImageDataset,
+    held_out: data.ImageDataset,
+    static: list[nn.Module],
+    ctx: distributed.Context | None,
+    *,
+    resume: bool,
+    on_batch: Callable[[int, int], None] | None,
+) -> FitResult:
+    """The body of :func:`fit` once the data is loaded (``ctx``: the process group, if any)."""
+    main = ctx is None or ctx.is_main
+    world = 1 if ctx is None else ctx.world_size
+    if ctx is not None:
+        distributed.per_process_batch(cfg.batch_size, world)
     out = Path(cfg.out)
     ckpt_path = out / CHECKPOINT
     if ckpt_path.exists() and not resume:
@@ -261,6 +342,17 @@ def fit(
                 f"Cannot resume {ckpt_path}: settings differ from the interrupted run "
                 f"({', '.join(f'{k}: {before.get(k)!r} -> {now[k]!r}' for k in changed)})"
             )
+        was, now_world = saved.get("distributed_world_size"), None if ctx is None else world
+        if was != now_world:
+
+            def launch(n: int | None) -> str:
+                return "a one-process run" if n is None else f"a distributed run of {n} process(es)"
+
+            raise ConfigError(
+                f"Cannot resume {ckpt_path}: it was written by {launch(was)}, this is "
+                f"{launch(now_world)} (the data order depends on the launch: resume it the "
+                "way it started, e.g. with the same torchrun --nproc_per_node)"
+            )
     elif resume:
         log.warning("no checkpoint in %s: starting a fresh run", out)
 
@@ -277,7 +369,10 @@ def fit(
         )
     else:
         optimizer = torch.optim.Adam(params, lr=cfg.resolved_lr, weight_decay=cfg.weight_decay)
-    batches = math.ceil(len(train) / cfg.batch_size)
+    if ctx is None:
+        batches = math.ceil(len(train) / cfg.batch_size)
+    else:
+        batches = distributed.steps_per_epoch(len(train), cfg.batch_size, world)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, make_schedule(cfg.schedule, cfg.epochs * batches)
     )
@@ -285,65 +380,78 @@ def fit(
     warm_steps = math.ceil(cfg.eps_warmup * batches)
     shuffle_gen = torch.Generator().manual_seed(cfg.seed)
     attack_gen = torch.Generator().manual_seed(cfg.seed + 7919)
+    if ctx is not None and ctx.rank > 0:
+        # Same initial weights everywhere, but each process draws its own attack starts and
+        # dropout masks from here on; rank 0 keeps the one-process streams.
+        offset = cfg.seed + 104729 * ctx.rank
+        torch.manual_seed(offset)
+        random.seed(offset)
+        np.random.seed(offset)
+        attack_gen.manual_seed(offset + 7919)
     detector = OverfittingDetector(drop=cfg.overfit_drop)
     start_epoch, step = 0, 0
     history: list[dict[str, Any]] = []
-    out.mkdir(parents=True, exist_ok=True)
+    if main:
+        out.mkdir(parents=True, exist_ok=True)
     if saved is not None:
         model.load_state_dict(saved["state_dict"])
         optimizer.load_state_dict(saved["optimizer"])
         scheduler.load_state_dict(saved["scheduler"])
-        step_fn.load_state_dict(saved["method_state"])
+        step_fn.load_state_dict(
+            saved["method_state"] if ctx is None else saved["method_state_per_rank"][ctx.rank]
+        )
         detector.load_state_dict(saved["detector"])
-        _set_rng_state(saved["rng"], shuffle_gen, attack_gen)
+        rng = saved["rng"] if ctx is None else saved["rng_per_rank"][ctx.rank]
+        _set_rng_state(rng, shuffle_gen, attack_gen)
         start_epoch, step = int(saved["epoch"]), int(saved["step"])
-        history = _truncate_logs(out, start_epoch)
-        log.info("resuming %s after epoch %d (step %d)", out, start_epoch, step)
-    else:
+        if main:
+            history = _truncate_logs(out, start_epoch)
+            log.info("resuming %s after epoch %d (step %d)", out, start_epoch, step)
+        if ctx is not None:
+            history = ctx.broadcast(history)
+    elif main:
         for name in ("log.jsonl", "log.csv"):
             (out / name).unlink(missing_ok=True)
+    # Training forward passes go through DDP (gradients all-reduced), attacks through `model`.
+    net: nn.Module = model if ctx is None else distributed.AttackAwareDDP(model)
 
-    writer = _tensorboard(out)
+    writer = _tensorboard(out) if main else None
     threats = list(cfg.threats)
     stopped = detector.collapsed and cfg.resolved_early_stop
     epoch = start_epoch
     try:
         while epoch < cfg.epochs and not stopped:
             epoch += 1
-            model.train()
+            net.train()
             started = time.perf_counter()
             total, seen = 0.0, 0
             bar = tqdm(
                 total=len(train),
                 desc=f"epoch {epoch}/{cfg.epochs}",
                 unit="img",
-                disable=not cfg.progress,
+                disable=not (cfg.progress and main),
                 leave=False,
             )
-            for xb, yb in train.loader(cfg.batch_size, shuffle=True, generator=shuffle_gen):
+            for xb, yb in _epoch_batches(train, cfg, epoch, shuffle_gen, ctx):
                 if warm_steps:
                     step_fn.eps_scale = min(1.0, (step + 1) / warm_steps)
-                loss = step_fn(model, optimizer, xb, yb, attack_gen)
+                loss = step_fn(net, optimizer, xb, yb, attack_gen)
                 scheduler.step()
                 step += 1
                 value = float(loss)
                 total += value * xb.shape[0]
                 seen += xb.shape[0]
-                bar.update(xb.shape[0])
+                bar.update(xb.shape[0] * world)
                 bar.set_postfix(loss=f"{value:.3f}")
                 if on_batch is not None:
                     on_batch(epoch, step)
             bar.close()
+            if ctx is not None:
+                total, seen_all = ctx.all_sum([total, seen])
+                seen = int(seen_all)
             train_seconds = time.perf_counter() - started
             model.eval()
-            acc = robust_accuracy(
-                model,
-                held_out.images,
-                held_out.labels,
-                threats,
-                steps=cfg.eval_steps,
-                seed=cfg.seed,
-            )
+            acc = _held_out_accuracy(model, held_out, cfg, ctx)
             row: dict[str, Any] = {
                 "epoch": epoch,
                 "step": step,
@@ -357,6 +465,13 @@ def fit(
             collapsed = detector.update(acc["union"])
             row["catastrophic_overfitting"] = collapsed
             history.append(row)
+            # Per-process states (RNGs, Free-AT's perturbation of its own shard) for resume.
+            rngs, states = [_rng_state(shuffle_gen, attack_gen)], [step_fn.state_dict()]
+            if ctx is not None:
+                rngs, states = ctx.gather(rngs[0]), ctx.gather(states[0])
+            if not main:  # only rank 0 logs and writes files; all stop together
+                stopped = collapsed and cfg.resolved_early_stop
+                continue
             log.info(
                 "epoch %d: loss %.4f clean %.3f union %.3f",
                 epoch,
@@ -376,9 +491,12 @@ def fit(
                 extra={
                     "optimizer": optimizer.state_dict(),
                     "scheduler": scheduler.state_dict(),
-                    "method_state": step_fn.state_dict(),
+                    "method_state": states[0],
+                    "method_state_per_rank": states,
                     "detector": detector.state_dict(),
-                    "rng": _rng_state(shuffle_gen, attack_gen),
+                    "rng": rngs[0],
+                    "rng_per_rank": rngs,
+                    "distributed_world_size": None if ctx is None else world,
                     "epoch": epoch,
                     "step": step,
                 },
@@ -400,23 +518,32 @@ def fit(
     if stopped and (out / BEST).exists():
         model.load_state_dict(models.read_checkpoint(out / BEST)["state_dict"])
     model.eval()
-    models.save(
-        model,
-        out / FINAL,
-        dataset=cfg.dataset,
-        metadata={
-            "method": cfg.method,
-            "config": cfg.to_dict(),
-            "epochs_run": epoch,
-            "stopped_early": stopped,
-            "best_epoch": detector.best_index + 1,
-            "history": history,
-        },
-    )
+    final_meta: dict[str, Any] = {
+        "method": cfg.method,
+        "config": cfg.to_dict(),
+        "epochs_run": epoch,
+        "stopped_early": stopped,
+        "best_epoch": detector.best_index + 1,
+        "history": history,
+    }
+    checksums: list[str] = []
+    if ctx is not None:
+        # DDP keeps the replicas equal; check it rather than trust it.
+        checksums = ctx.gather(distributed.weights_checksum(model))
+        final_meta["distributed"] = {"world_size": world, "weights_sha256": checksums}
+    if main:
+        models.save(model, out / FINAL, dataset=cfg.dataset, metadata=final_meta)
+    if len(set(checksums)) > 1:
+        raise RuntimeError(
+            f"Distributed training ended with different weights on different processes "
+            f"(SHA-256 per rank: {checksums})"
+        )
     return FitResult(
         model=model,
         out=out,
         history=history,
         stopped_early=stopped,
         best_epoch=detector.best_index + 1,
+        rank=0 if ctx is None else ctx.rank,
+        world_size=world,
     )

@@ -15,6 +15,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from .. import models
 from ..threats import L1Ball, LpBall
 from . import objectives as obj
 from .config import TrainConfig
@@ -111,6 +112,69 @@ class _FreeStep(BatchStep):
         self.free.load_state_dict(state)
 
 
+class _DistillStep(BatchStep):
+    """Defensive distillation (Papernot et al. 2016) in one pass per batch.
+
+    On each batch the teacher (same architecture, its own optimiser following the student's
+    learning rate) takes one step on the cross-entropy at temperature T, then the student takes
+    one step on the teacher's soft labels at T. Teacher and student train together rather than
+    one after the other, so that every epoch of the fit loop, its logs, its best/final
+    checkpoints and its learning-rate schedule concern the deployed model (the student, used
+    at T = 1), and the teacher resumes exactly from the method state. By the last epochs the
+    student learns from a converged teacher, as in the paper.
+    """
+
+    def __init__(self, cfg: TrainConfig) -> None:
+        self.temperature = float(cfg.temperature)
+        self.eps_scale = 1.0  # no threat inside training: ε warm-up has nothing to scale
+        self.teacher = models.for_dataset(cfg.arch, cfg.dataset, activation=cfg.activation)
+        params = list(self.teacher.parameters())
+        self.teacher_optimizer: torch.optim.Optimizer
+        if cfg.optimiser == "sgd":
+            self.teacher_optimizer = torch.optim.SGD(
+                params, lr=cfg.resolved_lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay
+            )
+        else:
+            self.teacher_optimizer = torch.optim.Adam(
+                params, lr=cfg.resolved_lr, weight_decay=cfg.weight_decay
+            )
+
+    def __call__(
+        self,
+        model: nn.Module,
+        optimizer: torch.optim.Optimizer,
+        x: torch.Tensor,
+        y: torch.Tensor,
+        generator: torch.Generator,
+        stats: dict[str, Any] | None = None,
+    ) -> torch.Tensor:
+        self.teacher.to(x.device)
+        for group in self.teacher_optimizer.param_groups:
+            group["lr"] = optimizer.param_groups[0]["lr"]
+        self.teacher.train()
+        teacher_loss = obj.temperature_loss(self.teacher, x, y, temperature=self.temperature)
+        self.teacher_optimizer.zero_grad(set_to_none=True)
+        teacher_loss.backward()
+        self.teacher_optimizer.step()
+        loss = obj.distillation_loss(
+            model, x, y, teacher=self.teacher, temperature=self.temperature, stats=stats
+        )
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        return loss.detach()
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "teacher": self.teacher.state_dict(),
+            "teacher_optimizer": self.teacher_optimizer.state_dict(),
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.teacher.load_state_dict(state["teacher"])
+        self.teacher_optimizer.load_state_dict(state["teacher_optimizer"])
+
+
 @dataclass(frozen=True)
 class Method:
     """A registered training method.
@@ -152,6 +216,10 @@ def _multi(fn: LossFn) -> Callable[[TrainConfig, list[nn.Module]], BatchStep]:
 
 def _free(cfg: TrainConfig, static: list[nn.Module]) -> BatchStep:
     return _FreeStep(obj.FreeAT(cfg.threats[0], replays=cfg.replays, step_size=cfg.step_size))
+
+
+def _distillation(cfg: TrainConfig, static: list[nn.Module]) -> BatchStep:
+    return _DistillStep(cfg)
 
 
 def _ensemble(cfg: TrainConfig, static: list[nn.Module]) -> BatchStep:
@@ -209,6 +277,12 @@ _REGISTRY: dict[str, Method] = {
         Method(
             "ensemble", "FGSM examples from fixed models (Tramer et al. 2018)", (1, 1), _ensemble
         ),
+        Method(
+            "distillation",
+            "defensive distillation at temperature T (Papernot et al. 2016); not robust",
+            (1, None),
+            _distillation,
+        ),
     )
 }
 
@@ -218,7 +292,7 @@ def methods() -> list[str]:
 
     Returns:
         ``["standard", "pgd", "free", "fast", "trades", "max", "avg", "random", "msd",
-        "ensemble"]``.
+        "ensemble", "distillation"]``.
     """
     return list(_REGISTRY)
 

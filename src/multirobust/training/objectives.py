@@ -19,6 +19,7 @@ weights and the perturbation), so it is the small stateful object :class:`FreeAT
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -32,6 +33,7 @@ from .mode import attack_mode
 
 __all__ = [
     "FreeAT",
+    "distillation_loss",
     "ensemble_at_loss",
     "fast_at_loss",
     "msd_loss",
@@ -40,6 +42,7 @@ __all__ = [
     "multi_random_loss",
     "pgd_at_loss",
     "standard_loss",
+    "temperature_loss",
     "trades_loss",
 ]
 
@@ -678,3 +681,82 @@ def ensemble_at_loss(
     adv = F.cross_entropy(logits[n:], y)
     _record(stats, adv_logits=logits[n:], source=pick)
     return (1.0 - adv_weight) * clean + adv_weight * adv
+
+
+# --------------------------------------------------------------------------- distillation
+
+
+def _check_temperature(temperature: Any) -> float:
+    ok = isinstance(temperature, int | float) and not isinstance(temperature, bool)
+    if not ok or not math.isfinite(temperature) or temperature <= 0:
+        raise ValueError(f"Invalid temperature: {temperature!r} (must be a finite number > 0)")
+    return float(temperature)
+
+
+def temperature_loss(
+    model: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    *,
+    temperature: float,
+    stats: dict[str, Any] | None = None,
+) -> torch.Tensor:
+    """Cross-entropy of the softmax at temperature T: (1/N) Σ CE(f(x_i)/T, y_i).
+
+    How the teacher of defensive distillation is trained (Papernot et al. 2016).
+
+    Args:
+        model: the classifier (returns logits).
+        x: images in [0, 1], (N, C, H, W).
+        y: labels, (N,).
+        temperature: T > 0.
+        stats: optional dict receiving ``"adv_logits"`` (the clean logits).
+
+    Returns:
+        The scalar loss.
+    """
+    t = _check_temperature(temperature)
+    logits = model(x)
+    _record(stats, adv_logits=logits)
+    return F.cross_entropy(logits / t, y)
+
+
+def distillation_loss(
+    model: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    *,
+    teacher: nn.Module,
+    temperature: float,
+    stats: dict[str, Any] | None = None,
+) -> torch.Tensor:
+    """Defensive distillation's student loss (Papernot et al., "Distillation as a Defense to
+    Adversarial Perturbations against Deep Neural Networks", IEEE S&P 2016).
+
+    The student f learns the teacher g's soft labels at temperature T:
+    (1/N) Σ_i −Σ_k softmax(g(x_i)/T)_k · log softmax(f(x_i)/T)_k. The labels ``y`` are not used
+    (the soft labels carry them). Deployed at T = 1, the student's logits are about T times
+    larger than a normally trained model's, so its softmax saturates: cross-entropy gradients
+    vanish and CE-based attacks fail, while margin (C&W) and DLR attacks are unaffected
+    (Carlini & Wagner 2016, "Defensive Distillation is Not Robust to Adversarial Examples").
+
+    Args:
+        model: the student (returns logits).
+        x: images in [0, 1], (N, C, H, W).
+        y: labels, (N,) (checked for shape only).
+        teacher: the trained teacher; used in eval mode without gradients, flags restored.
+        temperature: T > 0 (Papernot et al. use 100 on MNIST).
+        stats: optional dict receiving ``"adv_logits"`` (the student's logits) and
+            ``"soft_labels"``.
+
+    Returns:
+        The scalar loss.
+    """
+    t = _check_temperature(temperature)
+    if y.shape[:1] != x.shape[:1]:
+        raise ValueError(f"y must have shape ({x.shape[0]},), got {tuple(y.shape)}")
+    with attack_mode(teacher), torch.no_grad():
+        soft = F.softmax(teacher(x) / t, dim=1)
+    logits = model(x)
+    _record(stats, adv_logits=logits, soft_labels=soft)
+    return -(soft * F.log_softmax(logits / t, dim=1)).sum(1).mean()
