@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# The main job: train a small MNIST CNN for about a minute, attack it under ℓ∞ 0.3, ℓ2 2 and
-# ℓ1 10, print clean and robust accuracy. Extra arguments go to `multirobust quickstart`.
+# The main job: train a small MNIST CNN, evaluate it (quick preset) under ℓ∞ 0.3, ℓ2 2, ℓ1 10 and
+# spatial 30°/3 px and their union, and write runs/quickstart/report.json and report.html.
+# Extra arguments go to `multirobust quickstart`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup-venv.sh

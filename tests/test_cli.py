@@ -126,16 +126,21 @@ def test_missing_dataset_is_a_clear_error(mnist_checkpoint, tmp_path):
     assert "t10k-images-idx3-ubyte.gz" in r.output and str(tmp_path / "empty") in r.output
 
 
-def test_quickstart_runs(tmp_path):
+def test_quickstart_trains_then_ends_in_the_evaluation_report(tmp_path):
+    out = tmp_path / "qs"
     r = CliRunner().invoke(
-        main,
-        ["quickstart", "--seconds", "3", "--n", "40", "--quiet", "--out", str(tmp_path / "qs")],
+        main, ["quickstart", "--seconds", "3", "--n", "20", "--quiet", "--out", str(out)]
     )
     assert r.exit_code == 0, r.output
-    for t in ("linf:0.3", "l2:2", "l1:10", "(clean)"):
+    for t in ("linf:0.3", "l2:2", "l1:10", "spatial:30,3", "(clean)", "union (worst case)"):
         assert t in r.output
-    assert (tmp_path / "qs" / "model.pt").exists()
-    assert json.loads((tmp_path / "qs" / "attack.json").read_text())["n"] == 40
+    assert r.output.rstrip().endswith(f"open {out / 'report.html'} in a browser")
+    assert (out / "model.pt").exists()
+    report = json.loads((out / "report.json").read_text())
+    assert report["n"] == 20 and report["settings"]["preset"]["name"] == "quick"
+    assert set(report["robust_accuracy"]) == {"linf:0.3", "l2:2", "l1:10", "spatial:30,3"}
+    assert [c["threat_type"] for c in report["curves"]] == ["l1", "l2", "linf"]
+    assert (out / "report.html").read_text().startswith("<!DOCTYPE html>")
 
 
 def test_list():

@@ -310,6 +310,10 @@ def attack_cmd(
         click.echo(f"saved adversarial examples to {save_adv}")
 
 
+#: Examples behind quickstart's accuracy-vs-ε curves (the evaluation itself uses all --n).
+QUICKSTART_CURVE_N = 200
+
+
 @main.command("quickstart")
 @click.option(
     "--epochs",
@@ -330,7 +334,7 @@ def attack_cmd(
     type=click.IntRange(min=1),
     default=1000,
     show_default=True,
-    help="Test images to attack.",
+    help="Test images to evaluate.",
 )
 @click.option(
     "--out", type=click.Path(file_okay=False), default="runs/quickstart", show_default=True
@@ -338,7 +342,9 @@ def attack_cmd(
 @click.option("--data-root", default=None, help="Data folder (default: $MULTIROBUST_DATA).")
 @click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True)
 @click.option("--quiet", is_flag=True, help="No progress bars.")
+@click.pass_context
 def quickstart(
+    ctx: click.Context,
     epochs: int,
     seconds: float | None,
     n: int,
@@ -347,12 +353,17 @@ def quickstart(
     seed: int,
     quiet: bool,
 ) -> None:
-    """Train a small MNIST CNN (about a minute in all), then attack it under ℓ∞ 0.3, ℓ2 2, ℓ1 10."""
+    """Train a small MNIST CNN, evaluate it and write OUT/report.html (a few minutes on 2 cores).
+
+    The evaluation is `multirobust evaluate` with the quick preset under ℓ∞ 0.3, ℓ2 2, ℓ1 10 and
+    spatial 30°/3 px, their union, the checks and accuracy-vs-ε curves.
+    """
+    from .evaluation.cli import evaluate_cmd
     from .training import train_standard
 
     torch.manual_seed(seed)
     train = _load_eval_data("mnist", "train", None, data_root)
-    test = _load_eval_data("mnist", "test", n, data_root)
+    _load_eval_data("mnist", "test", n, data_root)  # fetch it now if it is missing
     model = models.for_dataset("small_cnn", "mnist")
     click.echo(f"training small_cnn on MNIST ({epochs} epoch(s)) ...")
     stats = train_standard(
@@ -363,21 +374,22 @@ def quickstart(
     ckpt = out_dir / "model.pt"
     models.save(model, ckpt, dataset="mnist", metadata={"method": "standard", **stats})
     click.echo(f"trained on {stats['examples']} examples in {stats['seconds']:.0f} s; saved {ckpt}")
-    threat_list = [threats.parse(t) for t in ("linf:0.3", "l2:2", "l1:10")]
-    result = run_attack(
-        model, test.images, test.labels, threat_list, "pgd", {}, seed=seed, progress=not quiet
+    threat_texts = ("linf:0.3", "l2:2", "l1:10", "spatial:30,3")
+    click.echo(f"evaluating on {n} test images ({', '.join(threat_texts)}; quick preset) ...")
+    ctx.invoke(
+        evaluate_cmd,
+        checkpoint=str(ckpt),
+        dataset="mnist",
+        threat_texts=threat_texts,
+        n=n,
+        preset="quick",
+        curve_n=min(n, QUICKSTART_CURVE_N),
+        out=out,
+        seed=seed,
+        data_root=data_root,
+        quiet=quiet,
     )
-    result["settings"] = {
-        "checkpoint": str(ckpt),
-        "dataset": "mnist",
-        "n": n,
-        "attack": "pgd",
-        "training": stats,
-        "seed": seed,
-    }
-    click.echo(_table(result))
-    _save(result, out_dir, "attack")
-    click.echo(f"saved {out_dir / 'attack.json'} and {out_dir / 'attack.md'}")
+    click.echo(f"open {out_dir / 'report.html'} in a browser")
 
 
 @main.command("list")
@@ -394,10 +406,16 @@ def list_cmd() -> None:
 
 # Subcommands that live beside their subpackages.
 from .evaluation.cli import evaluate_cmd  # noqa: E402
+from .minimum_norm_cli import optimizer_study_cmd, universal_cmd  # noqa: E402
+from .robustness.cli import compare_cmd, leaderboard_cmd  # noqa: E402
 from .training.cli import train_cmd  # noqa: E402
 
 main.add_command(evaluate_cmd)
+main.add_command(compare_cmd)
+main.add_command(leaderboard_cmd)
 main.add_command(train_cmd)
+main.add_command(optimizer_study_cmd)
+main.add_command(universal_cmd)
 
 
 if __name__ == "__main__":  # pragma: no cover
