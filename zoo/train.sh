@@ -6,7 +6,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 MR=".venv/bin/multirobust"
-COMMON=(--dataset mnist --arch small_cnn --epochs 5 --eps-warmup 2 --steps 10 --batch-size 128
+COMMON=(--dataset mnist --arch small_cnn --limit 30000 --epochs 4 --eps-warmup 1.5 --steps 10 --batch-size 128
         --optimiser adam --lr 1e-3 --schedule piecewise --eval-n 500 --eval-steps 10 --seed 0 --quiet)
 
 train() {  # NAME METHOD THREAT...
