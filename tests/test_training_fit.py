@@ -204,3 +204,42 @@ def test_cli_train_end_to_end_and_checkpoint_attacks(tmp_path):
     assert attacked.exit_code == 0, attacked.output
     bad = runner.invoke(main, ["train", "--method", "nope", "--out", str(tmp_path / "x")])
     assert bad.exit_code != 0 and "Unknown method 'nope'" in bad.output
+
+
+def _scalars(logdir):
+    """Every scalar TensorBoard shows for ``logdir``: tag -> [(epoch, value)]."""
+    accumulator = pytest.importorskip(
+        "tensorboard.backend.event_processing.event_accumulator",
+        reason="tensorboard is in the test extra: bash scripts/setup-venv.sh test",
+    )
+    acc = accumulator.EventAccumulator(str(logdir))
+    acc.Reload()
+    return {t: [(e.step, e.value) for e in acc.Scalars(t)] for t in acc.Tags()["scalars"]}
+
+
+def test_tensorboard_events_hold_the_logged_metrics_and_survive_resume(tmp_path, monkeypatch):
+    pytest.importorskip("tensorboard", reason="bash scripts/setup-venv.sh test installs it")
+    cfg = dict(method="standard", epochs=2)
+    real_save = fit_module.models.save
+
+    def save(model, path, **kw):
+        # Killed after epoch 2's logs were written but before its checkpoint: the resumed run
+        # redoes epoch 2, so TensorBoard must show the redone epoch 2 only, once.
+        if path.name == fit_module.CHECKPOINT and kw["extra"]["epoch"] == 2:
+            raise _Kill
+        return real_save(model, path, **kw)
+
+    monkeypatch.setattr(fit_module.models, "save", save)
+    with pytest.raises(_Kill):
+        fit(_cfg(tmp_path, **cfg))
+    first = _scalars(tmp_path / "tensorboard")
+    assert [s for s, _ in first["clean_accuracy"]] == [1, 2]
+    monkeypatch.setattr(fit_module.models, "save", real_save)
+    torch.manual_seed(999)  # the resumed epoch must not depend on the global RNG
+    result = fit(_cfg(tmp_path, **cfg), resume=True)
+    scalars = _scalars(tmp_path / "tensorboard")
+    for key in ("clean_accuracy", "union_accuracy", "train_loss", "lr"):
+        steps = [s for s, _ in scalars[key]]
+        assert steps == [1, 2], (key, steps)
+        for (epoch, value), row in zip(scalars[key], result.history, strict=True):
+            assert epoch == row["epoch"] and value == pytest.approx(row[key], rel=1e-6)

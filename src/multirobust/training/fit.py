@@ -180,13 +180,21 @@ def _append_logs_csv_only(out: Path, row: dict[str, Any]) -> None:
         w.writerow(row)
 
 
-def _tensorboard(out: Path) -> Any:
+def _tensorboard(out: Path, purge_step: int | None) -> Any:
+    """A SummaryWriter on ``out/tensorboard`` (None without the ``tensorboard`` package).
+
+    ``purge_step``: on resume, the first epoch to be redone; TensorBoard then hides the events an
+    interrupted run wrote from that epoch on, as the CSV/JSON logs are truncated.
+    """
     try:
         from torch.utils.tensorboard import SummaryWriter
     except ImportError:
-        log.info("TensorBoard logging off: torch.utils.tensorboard needs the tensorboard package")
+        log.info(
+            "TensorBoard logging off: install the tensorboard package "
+            "(pip install 'multirobust[tensorboard]')"
+        )
         return None
-    return SummaryWriter(log_dir=str(out / "tensorboard"))
+    return SummaryWriter(log_dir=str(out / "tensorboard"), purge_step=purge_step)
 
 
 # --------------------------------------------------------------------------- fit
@@ -415,7 +423,7 @@ def _fit(
     # Training forward passes go through DDP (gradients all-reduced), attacks through `model`.
     net: nn.Module = model if ctx is None else distributed.AttackAwareDDP(model)
 
-    writer = _tensorboard(out) if main else None
+    writer = _tensorboard(out, start_epoch + 1 if saved is not None else None) if main else None
     threats = list(cfg.threats)
     stopped = detector.collapsed and cfg.resolved_early_stop
     epoch = start_epoch
