@@ -1,16 +1,16 @@
 """Tabulate the zoo's evaluation reports (zoo/evaluate.sh) as the Markdown table of docs/results.md.
 
-    python zoo/results.py runs/zoo-eval/standard-1000 [--train-logs runs/zoo]
+    python zoo/results.py runs/zoo-eval/standard-1000 [--zoo zoo]
 
 The ℓp union is the fraction of examples robust under ℓ∞, ℓ2 and ℓ1 at once (the threat
 models of Tramèr & Boneh 2019 and Maini et al. 2020); "all" adds the spatial threat.
-Seconds per epoch come from the training logs (log.csv of each run in --train-logs).
+Seconds per epoch are the mean ``train_seconds`` of the training history that every zoo
+checkpoint carries in its metadata (the rows of the run's log.csv).
 """
 
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 from pathlib import Path
 
@@ -25,18 +25,20 @@ def _union(report: dict, keys: list[str]) -> float:
     return sum(robust) / n
 
 
-def _epoch_seconds(log: Path) -> float | None:
-    if not log.is_file():
+def _epoch_seconds(checkpoint: Path) -> float | None:
+    if not checkpoint.is_file():
         return None
-    with log.open() as f:
-        rows = list(csv.DictReader(f))
-    return sum(float(r["train_seconds"]) for r in rows) / len(rows) if rows else None
+    from multirobust import models
+
+    history = models.read_checkpoint(checkpoint)["metadata"].get("history") or []
+    seconds = [float(r["train_seconds"]) for r in history]
+    return sum(seconds) / len(seconds) if seconds else None
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("reports", type=Path)
-    parser.add_argument("--train-logs", type=Path, default=Path("runs/zoo"))
+    parser.add_argument("--zoo", type=Path, default=Path(__file__).resolve().parent)
     args = parser.parse_args()
     rows = []
     for name in ORDER:
@@ -53,7 +55,7 @@ def main() -> None:
                 **{k: acc[k] for k in LP + [SPATIAL]},
                 "union_lp": _union(r, LP),
                 "union_all": r["union_accuracy"],
-                "seconds_per_epoch": _epoch_seconds(args.train_logs / name / "log.csv"),
+                "seconds_per_epoch": _epoch_seconds(args.zoo / f"{name}.pt"),
                 "checks": [c["name"] for c in r["checks"]],
             }
         )
