@@ -17,6 +17,7 @@ from torch import nn
 from tqdm import tqdm
 
 from . import __version__, attacks, data, models, threats
+from ._options import parse_options
 from .threats import Affine, Spatial, Threat, Union
 
 
@@ -147,19 +148,6 @@ def _save(result: dict[str, Any], out: Path, stem: str) -> None:
         os.replace(tmp, out / name)
 
 
-def _parse_options(pairs: tuple[str, ...]) -> dict[str, Any]:
-    options: dict[str, Any] = {}
-    for pair in pairs:
-        key, sep, value = pair.partition("=")
-        if not sep:
-            raise click.BadParameter(f"{pair!r} is not KEY=VALUE", param_hint="--option")
-        try:
-            options[key] = json.loads(value)
-        except json.JSONDecodeError:
-            options[key] = value
-    return options
-
-
 def _load_eval_data(
     dataset: str, split: str, n: int | None, data_root: str | None, download: bool = True
 ) -> data.ImageDataset:
@@ -255,7 +243,7 @@ def attack_cmd(
     """Attack a checkpoint and print clean and robust accuracy per threat model."""
     try:
         threat_list = [threats.parse(t) for t in threat_texts]
-        options = _parse_options(option_pairs)
+        options = parse_options(option_pairs)
         if attack_name != "auto":
             attacks.get(attack_name)
         model = models.load(checkpoint)

@@ -28,6 +28,7 @@ from torch import nn
 from tqdm import tqdm
 
 from . import __version__, attacks, data, models, threats
+from ._options import parse_options
 from .attacks.optimizers import OPTIMIZERS
 from .attacks.universal import fooling_rate, universal_perturbation
 from .threats import L2Ball, LinfBall, LpBall
@@ -351,19 +352,6 @@ def study_html(result: dict[str, Any], x: torch.Tensor, examples: int = 8) -> st
     )
 
 
-def _parse_options(pairs: tuple[str, ...]) -> dict[str, Any]:
-    options: dict[str, Any] = {}
-    for pair in pairs:
-        key, sep, value = pair.partition("=")
-        if not sep:
-            raise click.BadParameter(f"{pair!r} is not KEY=VALUE", param_hint="--option")
-        try:
-            options[key] = json.loads(value)
-        except json.JSONDecodeError:
-            options[key] = value
-    return options
-
-
 @click.command("optimizer-study")
 @click.option("--checkpoint", required=True, type=click.Path(dir_okay=False))
 @click.option("--dataset", default=None, help="Dataset name (default: the checkpoint's).")
@@ -408,7 +396,7 @@ def optimizer_study_cmd(
 ) -> None:
     """Run a Carlini–Wagner attack once per inner optimiser; write study.json and study.html."""
     names = tuple(o.strip() for o in optimizers.split(",") if o.strip())
-    options = _parse_options(option_pairs)
+    options = parse_options(option_pairs)
     model = _load_model(checkpoint)
     dataset = _dataset_of(model, dataset)
     ds = _load(dataset, split, n, data_root)
