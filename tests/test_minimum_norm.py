@@ -6,7 +6,7 @@ import torch
 from torch import nn
 
 from multirobust import attacks
-from multirobust.attacks.deepfool import deepfool
+from multirobust.attacks.deepfool import deepfool, goal_margin
 from multirobust.threats import parse
 
 D = 100
@@ -76,23 +76,34 @@ def _closest_boundary(W, logits, y, dual_ord):
 # ---------------------------------------------------------------- known answers: DeepFool
 
 
+def _aim(score):
+    """Where DeepFool's linearised step aims: 2m past the boundary, m = √ε · max(1, max |Z|)
+    (the goal margin, see multirobust.attacks.deepfool; the logits at x are (0, score)), so the
+    score at the returned point is −sign(score)·2m instead of 0 — a shift of ~10⁻⁷ in float64."""
+    return score + score.sign() * 2 * goal_margin(torch.stack([torch.zeros_like(score), score], 1))
+
+
 def test_deepfool_l2_binary_lands_on_the_boundary():
     model, w, x, y, score = _binary()
     res = attacks.create("deepfool-l2", threat="l2:100", overshoot=0.0)(model, x, y)
-    assert torch.allclose(res.norm, score.abs() / w.norm(), rtol=1e-9)
-    assert torch.allclose(res.x_adv @ w, torch.zeros(len(y), dtype=torch.float64), atol=1e-9)
-    assert torch.allclose(res.x_adv - x, -(score / (w @ w)).unsqueeze(1) * w, atol=1e-9)
+    assert res.success.all()
+    assert torch.allclose(res.norm, score.abs() / w.norm(), rtol=1e-6)
+    assert torch.allclose(res.norm, _aim(score).abs() / w.norm(), rtol=1e-12, atol=0)
+    assert torch.allclose(res.x_adv @ w, score - _aim(score), rtol=1e-6, atol=0)
+    assert torch.allclose(res.x_adv - x, -(_aim(score) / (w @ w)).unsqueeze(1) * w, atol=1e-12)
 
 
 def test_deepfool_linf_binary_lands_on_the_boundary():
     model, w, x, y, score = _binary()
     res = attacks.create("deepfool-linf", threat="linf:1", overshoot=0.0)(model, x, y)
-    expected = score.abs() / w.abs().sum()
-    assert torch.allclose(res.norm, expected, rtol=1e-9)
-    assert torch.allclose(res.x_adv @ w, torch.zeros(len(y), dtype=torch.float64), atol=1e-9)
+    assert res.success.all()
+    assert torch.allclose(res.norm, score.abs() / w.abs().sum(), rtol=1e-6)
+    expected = _aim(score).abs() / w.abs().sum()  # 2m past the boundary, see _aim
+    assert torch.allclose(res.norm, expected, rtol=1e-12, atol=0)
+    assert torch.allclose(res.x_adv @ w, score - _aim(score), rtol=1e-6, atol=0)
     # Every coordinate moves by the full ℓ∞ distance, against sign(w)·sign(score).
     step = -(score.sign() * expected).unsqueeze(1) * w.sign()
-    assert torch.allclose(res.x_adv - x, step, atol=1e-9)
+    assert torch.allclose(res.x_adv - x, step, atol=1e-12)
 
 
 @pytest.mark.parametrize(
@@ -107,12 +118,19 @@ def test_deepfool_multiclass_finds_the_closest_boundary(name, threat, dual):
 
 def test_deepfool_overshoot_crosses_in_one_step():
     model, W, x, y, logits = _multiclass()
-    res = attacks.create("deepfool-l2", threat="l2:100", overshoot=0.02)(model, x, y)
+    attack = attacks.create("deepfool-l2", threat="l2:100", overshoot=0.02, refine_steps=0)
+    res = attack(model, x, y)
     assert res.success.all()
+    # rtol: the step aims 2m ≈ 10⁻⁷ past the boundary (the goal margin), then 2% further.
     assert torch.allclose(res.norm, 1.02 * _closest_boundary(W, logits, y, 2), rtol=1e-7)
     # One linearisation each: the contract's clean pass, DeepFool's step and its goal check,
     # and the contract's two re-evaluations; far from the 50 steps allowed.
     assert res.queries == 5 * len(y)
+    # The default refinement bisects back to the boundary, at 12 more passes of each example.
+    refined = attack.with_options(refine_steps=12)(model, x, y)
+    assert refined.success.all()
+    assert torch.allclose(refined.norm, _closest_boundary(W, logits, y, 2), rtol=1.02 * 2**-12)
+    assert refined.queries == (5 + 12) * len(y)
 
 
 @pytest.mark.parametrize("norm", ["l2", "linf"])
@@ -143,6 +161,9 @@ def test_deepfool_function_reports_its_passes():
     assert out.found.all() and (out.iterations == 1).all()
     # Two forward passes (step, then the goal check) and K − 1 = 2 backward passes.
     assert (out.forward_passes, out.backward_passes) == (2, 2)
+    # The refinement adds one forward pass per bisection step and no backward pass.
+    out = deepfool(model, x, y, norm="l2", overshoot=0.02, candidates=3, refine_steps=4)
+    assert (out.forward_passes, out.backward_passes) == (6, 2)
     with pytest.raises(ValueError, match="Invalid norm: 'l1'"):
         deepfool(model, x, y, norm="l1")
 
