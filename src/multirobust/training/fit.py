@@ -30,7 +30,7 @@ from tqdm import tqdm
 from .. import data, models
 from . import distributed
 from .config import ConfigError, TrainConfig
-from .methods import BatchStep, get_method
+from .methods import BatchStep, get_method, make_optimizer
 from .overfitting import OverfittingDetector, robust_accuracy
 
 __all__ = ["FitResult", "fit", "make_schedule"]
@@ -369,14 +369,7 @@ def _fit(
     random.seed(cfg.seed)
     np.random.seed(cfg.seed)
     model = models.for_dataset(cfg.arch, cfg.dataset, activation=cfg.activation)
-    params = list(model.parameters())
-    optimizer: torch.optim.Optimizer
-    if cfg.optimiser == "sgd":
-        optimizer = torch.optim.SGD(
-            params, lr=cfg.resolved_lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay
-        )
-    else:
-        optimizer = torch.optim.Adam(params, lr=cfg.resolved_lr, weight_decay=cfg.weight_decay)
+    optimizer = make_optimizer(cfg, model.parameters())
     if ctx is None:
         batches = math.ceil(len(train) / cfg.batch_size)
     else:

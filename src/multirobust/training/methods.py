@@ -7,7 +7,7 @@ step (attack, loss, backward, optimiser step) on one batch, with a state for che
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from functools import partial
 from typing import Any
@@ -112,6 +112,15 @@ class _FreeStep(BatchStep):
         self.free.load_state_dict(state)
 
 
+def make_optimizer(cfg: TrainConfig, params: Iterable[nn.Parameter]) -> torch.optim.Optimizer:
+    """The optimiser ``cfg`` names (``sgd`` with momentum, or ``adam``) at its peak rate."""
+    if cfg.optimiser == "sgd":
+        return torch.optim.SGD(
+            params, lr=cfg.resolved_lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay
+        )
+    return torch.optim.Adam(params, lr=cfg.resolved_lr, weight_decay=cfg.weight_decay)
+
+
 class _DistillStep(BatchStep):
     """Defensive distillation (Papernot et al. 2016) in one pass per batch.
 
@@ -128,16 +137,7 @@ class _DistillStep(BatchStep):
         self.temperature = float(cfg.temperature)
         self.eps_scale = 1.0  # no threat inside training: ε warm-up has nothing to scale
         self.teacher = models.for_dataset(cfg.arch, cfg.dataset, activation=cfg.activation)
-        params = list(self.teacher.parameters())
-        self.teacher_optimizer: torch.optim.Optimizer
-        if cfg.optimiser == "sgd":
-            self.teacher_optimizer = torch.optim.SGD(
-                params, lr=cfg.resolved_lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay
-            )
-        else:
-            self.teacher_optimizer = torch.optim.Adam(
-                params, lr=cfg.resolved_lr, weight_decay=cfg.weight_decay
-            )
+        self.teacher_optimizer = make_optimizer(cfg, self.teacher.parameters())
 
     def __call__(
         self,
