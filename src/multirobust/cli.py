@@ -17,7 +17,7 @@ from torch import nn
 from tqdm import tqdm
 
 from . import __version__, attacks, data, models, threats
-from ._options import parse_options
+from ._cliutil import dataset_of, load_data, parse_options
 from .threats import Affine, Spatial, Threat, Union
 
 
@@ -148,15 +148,6 @@ def _save(result: dict[str, Any], out: Path, stem: str) -> None:
         os.replace(tmp, out / name)
 
 
-def _load_eval_data(
-    dataset: str, split: str, n: int | None, data_root: str | None, download: bool = True
-) -> data.ImageDataset:
-    try:
-        return data.load(dataset, split, root=data_root, limit=n, download=download)
-    except (ValueError, FileNotFoundError) as err:
-        raise click.ClickException(str(err)) from None
-
-
 @click.group()
 @click.version_option(__version__)
 @click.option("-v", "--verbose", is_flag=True, help="Log progress details.")
@@ -249,10 +240,8 @@ def attack_cmd(
         model = models.load(checkpoint)
     except (ValueError, TypeError, FileNotFoundError) as err:
         raise click.ClickException(str(err)) from None
-    dataset = dataset or getattr(model, "multirobust_checkpoint", {}).get("dataset")
-    if not dataset:
-        raise click.UsageError("The checkpoint names no dataset: pass --dataset")
-    ds = _load_eval_data(dataset, split, n, data_root, download)
+    dataset = dataset_of(model, dataset)
+    ds = load_data(dataset, split, n, data_root, download)
     try:
         result = run_attack(
             model,
@@ -350,8 +339,8 @@ def quickstart(
     from .training import train_standard
 
     torch.manual_seed(seed)
-    train = _load_eval_data("mnist", "train", None, data_root)
-    _load_eval_data("mnist", "test", n, data_root)  # fetch it now if it is missing
+    train = load_data("mnist", "train", None, data_root)
+    load_data("mnist", "test", n, data_root)  # fetch it now if it is missing
     model = models.for_dataset("small_cnn", "mnist")
     click.echo(f"training small_cnn on MNIST ({epochs} epoch(s)) ...")
     stats = train_standard(

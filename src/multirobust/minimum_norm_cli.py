@@ -27,8 +27,8 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from . import __version__, attacks, data, models, threats
-from ._options import parse_options
+from . import __version__, attacks, threats
+from ._cliutil import dataset_of, load_data, load_model, parse_options
 from .attacks.optimizers import OPTIMIZERS
 from .attacks.universal import fooling_rate, universal_perturbation
 from .threats import L2Ball, LinfBall, LpBall
@@ -37,27 +37,6 @@ __all__ = ["optimizer_study", "optimizer_study_cmd", "universal_cmd"]
 
 
 # --------------------------------------------------------------------------- shared helpers
-
-
-def _load_model(checkpoint: str) -> nn.Module:
-    try:
-        return models.load(checkpoint)
-    except (ValueError, TypeError, FileNotFoundError) as err:
-        raise click.ClickException(str(err)) from None
-
-
-def _dataset_of(model: nn.Module, dataset: str | None) -> str:
-    name = dataset or getattr(model, "multirobust_checkpoint", {}).get("dataset")
-    if not name:
-        raise click.UsageError("The checkpoint names no dataset: pass --dataset")
-    return str(name)
-
-
-def _load(dataset: str, split: str, n: int, root: str | None) -> data.ImageDataset:
-    try:
-        return data.load(dataset, split, root=root, limit=n)
-    except (ValueError, FileNotFoundError) as err:
-        raise click.ClickException(str(err)) from None
 
 
 def _write(path: Path, write: Any) -> None:
@@ -397,9 +376,9 @@ def optimizer_study_cmd(
     """Run a Carlini–Wagner attack once per inner optimiser; write study.json and study.html."""
     names = tuple(o.strip() for o in optimizers.split(",") if o.strip())
     options = parse_options(option_pairs)
-    model = _load_model(checkpoint)
-    dataset = _dataset_of(model, dataset)
-    ds = _load(dataset, split, n, data_root)
+    model = load_model(checkpoint)
+    dataset = dataset_of(model, dataset)
+    ds = load_data(dataset, split, n, data_root)
     try:
         result = optimizer_study(
             model,
@@ -511,10 +490,10 @@ def universal_cmd(
         raise click.ClickException(str(err)) from None
     if not isinstance(threat, LinfBall | L2Ball):
         raise click.ClickException(f"--threat must be an ℓ∞ or ℓ2 ball, got {threat}")
-    model = _load_model(checkpoint)
-    dataset = _dataset_of(model, dataset)
-    train = _load(dataset, "train", n_train, data_root)
-    test = _load(dataset, "test", n_test, data_root)
+    model = load_model(checkpoint)
+    dataset = dataset_of(model, dataset)
+    train = load_data(dataset, "train", n_train, data_root)
+    test = load_data(dataset, "test", n_test, data_root)
     start = time.perf_counter()
     try:
         res = universal_perturbation(

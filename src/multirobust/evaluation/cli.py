@@ -7,7 +7,8 @@ from pathlib import Path
 
 import click
 
-from .. import data, models, threats
+from .. import models, threats
+from .._cliutil import dataset_of, load_data
 from ..threats import LpBall
 from . import distributed as _dist
 from . import presets
@@ -133,13 +134,8 @@ def evaluate_cmd(
         model = models.load(checkpoint)
     except (ValueError, TypeError, FileNotFoundError) as err:
         raise click.ClickException(str(err)) from None
-    dataset = dataset or getattr(model, "multirobust_checkpoint", {}).get("dataset")
-    if not dataset:
-        raise click.UsageError("The checkpoint names no dataset: pass --dataset")
-    try:
-        ds = data.load(dataset, split, root=data_root, limit=n, download=False)
-    except (ValueError, FileNotFoundError) as err:
-        raise click.ClickException(str(err)) from None
+    dataset = dataset_of(model, dataset)
+    ds = load_data(dataset, split, n, data_root, download=False)
     out_dir = Path(out)
     try:
         dev = _dist.device_for(device)
