@@ -14,7 +14,7 @@ from multirobust import attacks
 from multirobust.cli import main
 from multirobust.evaluation import EvaluationReport, Preset, curve, evaluate, runner
 from multirobust.evaluation.presets import get
-from multirobust.threats import LinfBall
+from multirobust.threats import LinfBall, parse
 
 # Small budgets: the behaviour under test does not depend on them.
 FAST = get("standard").with_options(
@@ -117,6 +117,17 @@ def test_attacks_run_cheapest_first_only_on_robust_examples(report):
     counts = lin.broken_counts()
     # nearly everything falls to the first attack; the later ones only see the rest
     assert counts["apgd-ce"] >= counts["apgd-t"] + counts["square"]
+
+
+@pytest.mark.parametrize(
+    "threat, black_box", [("linf:0.3", "square"), ("l2:2", "square"), ("l1:10", "sparse-rs")]
+)
+def test_every_lp_ensemble_ends_with_a_black_box_attack(threat, black_box):
+    specs = get("standard").attacks_for(parse(threat), num_classes=10)
+    assert [s.label for s in specs] == ["apgd-ce", "apgd-t", black_box]
+    assert [s.white_box for s in specs] == [True, True, False]
+    assert specs[-1].options == {"steps": 5000, "restarts": 1}
+    assert get("standard").with_options(queries=0).attacks_for(parse(threat), 10)[-1].white_box
 
 
 @pytest.mark.parametrize(

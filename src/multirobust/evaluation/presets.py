@@ -1,11 +1,14 @@
 """Attack ensembles per threat model, from quick to thorough, cheapest attack first.
 
 The ``standard`` preset follows AutoAttack's standard suite (Croce & Hein 2020) for ℓp balls:
-APGD with cross-entropy, targeted APGD with the DLR loss over the top 9 classes, then the
-black-box Square attack (Andriushchenko et al. 2020) with 5000 queries, so that masked gradients
-cannot hide a weakness. FAB-T is not included (multirobust has no FAB); Croce & Hein report that
-it changes AutoAttack's numbers by at most a few tenths of a percent. Spatial threats get the
-exhaustive grid of Engstrom et al. (2019); affine threats the affine PGD of Tramèr & Boneh (2019).
+APGD with cross-entropy, targeted APGD with the DLR loss over the top 9 classes, then a
+black-box attack with 5000 queries, so that masked gradients cannot hide a weakness: Square
+(Andriushchenko et al. 2020) for ℓ∞ and ℓ2, and for ℓ1 the sparse random search of
+:mod:`multirobust.attacks.sparse_rs` (AutoAttack's ℓ1 suite has no black-box member, and ℓ1 is
+where ℓ∞-trained MNIST models hide most behind masked gradients: see docs/results.md). FAB-T is
+not included (multirobust has no FAB); Croce & Hein report that it changes AutoAttack's numbers
+by at most a few tenths of a percent. Spatial threats get the exhaustive grid of Engstrom et al.
+(2019); affine threats the affine PGD of Tramèr & Boneh (2019).
 """
 
 from __future__ import annotations
@@ -41,8 +44,9 @@ class Preset:
         steps: iterations of the white-box attacks (APGD) per restart.
         restarts: random restarts of the white-box attacks.
         target_classes: classes tried by targeted APGD-DLR (0 disables it).
-        queries: query budget of the Square attack (0 disables it).
-        square_restarts: restarts of the Square attack.
+        queries: query budget of the black-box attack (Square, or sparse-rs for ℓ1; 0 disables
+            it).
+        square_restarts: restarts of the black-box attack.
         rotations, translations: grid of the spatial search.
         affine_lambdas, affine_steps: λ grid and PGD steps of the affine attack.
     """
@@ -93,15 +97,17 @@ class Preset:
                         {"loss": "dlr", "steps": self.steps, "restarts": self.restarts},
                     )
                 )
-            if self.queries > 0 and attacks.get("square").supports(threat):
-                specs.append(
-                    AttackSpec(
-                        "square",
-                        "square",
-                        {"steps": self.queries, "restarts": self.square_restarts},
-                        white_box=False,
+            # The black-box member: Square for ℓ∞ and ℓ2, sparse random search for ℓ1.
+            for black_box in ("square", "sparse-rs"):
+                if self.queries > 0 and attacks.get(black_box).supports(threat):
+                    specs.append(
+                        AttackSpec(
+                            black_box,
+                            black_box,
+                            {"steps": self.queries, "restarts": self.square_restarts},
+                            white_box=False,
+                        )
                     )
-                )
             return specs
         if isinstance(threat, Spatial):
             return [
