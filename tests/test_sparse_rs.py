@@ -7,6 +7,7 @@ test_attack_contracts.py.
 
 import pytest
 import torch
+from _models import Detached
 from torch import nn
 
 from multirobust import attacks
@@ -65,15 +66,6 @@ def test_known_answer_on_a_model_with_masked_gradients(level, breakable):
         # Two hot coordinates pushed to 1: exactly the analytic optimum's support.
         moved = (res.x_adv.flatten(1) > 0.5).float() @ model.mask
         assert (moved >= 2).all()
-
-
-class Detached(nn.Module):
-    def __init__(self, model):
-        super().__init__()
-        self.model = model
-
-    def forward(self, x):
-        return self.model(x.detach())
 
 
 def test_mnist_l1_without_gradients_and_restarts_only_help(mnist_model, mnist_test):

@@ -5,21 +5,11 @@ The contract (inside the ball, seeds, modes, ε = 0, ...) is covered by test_att
 
 import pytest
 import torch
+from _models import Detached
 from torch import nn
 
 from multirobust import attacks
 from multirobust.attacks.square import p_schedule, square_pattern
-
-
-class Detached(nn.Module):
-    """A model through which no gradient flows: only a black-box attack can work on it."""
-
-    def __init__(self, model):
-        super().__init__()
-        self.model = model
-
-    def forward(self, x):
-        return self.model(x.detach())
 
 
 def test_p_schedule_halves_at_the_papers_iterations():

@@ -26,9 +26,9 @@ from typing import Any
 import torch
 
 from ..threats import LpBall, Threat
-from .base import Attack, Context, check_positive_int
+from .base import Context, check_positive_int
 from .registry import register
-from .square import p_schedule
+from .square import RandomSearch, p_schedule
 
 
 def _first_occurrence(index: torch.Tensor) -> torch.Tensor:
@@ -59,7 +59,7 @@ def sparse_delta(x_flat: torch.Tensor, coords: torch.Tensor, eps: float) -> torc
 
 @register("sparse-rs")
 @dataclass(frozen=True, kw_only=True)
-class SparseRS(Attack):
+class SparseRS(RandomSearch):
     """Score-based black-box random search over sparse ℓ1 perturbations (ℓ1 balls only).
 
     Keeps, per example, a list of ⌈2ε⌉ coordinates pushed to the farther end of the box in
@@ -97,21 +97,6 @@ class SparseRS(Attack):
     @classmethod
     def supported_description(cls) -> str:
         return "supported: ℓ1 balls and unions of them"
-
-    def _run(self, ctx: Context) -> tuple[torch.Tensor, Any]:
-        x_adv = ctx.x.clone()
-        best = torch.full((ctx.x.shape[0],), float("-inf"), device=ctx.x.device, dtype=ctx.x.dtype)
-        found = torch.zeros(ctx.x.shape[0], dtype=torch.bool, device=ctx.x.device)
-        for _ in range(self.restarts):
-            rows = (~found).nonzero().flatten()
-            if rows.numel() == 0:
-                break
-            cand, loss, hit = self._search(ctx.subset(rows))
-            take = hit | (loss > best[rows])
-            x_adv[rows[take]] = cand[take]
-            best[rows[take]] = loss[take]
-            found[rows] |= hit
-        return x_adv, None
 
     def _search(self, ctx: Context) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """One random-search run. Returns (best points, their loss, goal met)."""

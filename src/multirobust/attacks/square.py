@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import functools
 import math
+from abc import abstractmethod
 from dataclasses import dataclass
 from typing import Any
 
@@ -94,9 +95,39 @@ def _l2_normalise(delta: torch.Tensor, eps: float) -> torch.Tensor:
     return delta * (eps / norm)
 
 
+class RandomSearch(Attack):
+    """Base of the score-based random searches (Square, sparse-rs): restarts around ``_search``.
+
+    A subclass declares ``restarts`` and writes ``_search(ctx)``, one run from a fresh random
+    start returning (points, their loss, goal met); each restart attacks only the examples no
+    earlier run broke, and an example keeps the point of highest loss over the runs.
+    """
+
+    restarts: int
+
+    def _run(self, ctx: Context) -> tuple[torch.Tensor, Any]:
+        x_adv = ctx.x.clone()
+        best = torch.full((ctx.x.shape[0],), float("-inf"), device=ctx.x.device, dtype=ctx.x.dtype)
+        found = torch.zeros(ctx.x.shape[0], dtype=torch.bool, device=ctx.x.device)
+        for _ in range(self.restarts):
+            rows = (~found).nonzero().flatten()
+            if rows.numel() == 0:
+                break
+            cand, loss, hit = self._search(ctx.subset(rows))
+            take = hit | (loss > best[rows])
+            x_adv[rows[take]] = cand[take]
+            best[rows[take]] = loss[take]
+            found[rows] |= hit
+        return x_adv, None
+
+    @abstractmethod
+    def _search(self, ctx: Context) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """One random-search run. Returns (best points, their loss, goal met)."""
+
+
 @register("square")
 @dataclass(frozen=True, kw_only=True)
-class Square(Attack):
+class Square(RandomSearch):
     """Square attack (Andriushchenko et al., ECCV 2020): black-box random search, ℓ∞ and ℓ2.
 
     ℓ∞: start from vertical stripes of ±ε; each iteration sets one random square per example
@@ -142,19 +173,7 @@ class Square(Attack):
             raise ValueError(
                 f"The square attack needs images of shape (N, C, H, W), got {tuple(ctx.x.shape)}"
             )
-        x_adv = ctx.x.clone()
-        best = torch.full((ctx.x.shape[0],), float("-inf"), device=ctx.x.device, dtype=ctx.x.dtype)
-        found = torch.zeros(ctx.x.shape[0], dtype=torch.bool, device=ctx.x.device)
-        for _ in range(self.restarts):
-            rows = (~found).nonzero().flatten()
-            if rows.numel() == 0:
-                break
-            cand, loss, hit = self._search(ctx.subset(rows))
-            take = hit | (loss > best[rows])
-            x_adv[rows[take]] = cand[take]
-            best[rows[take]] = loss[take]
-            found[rows] |= hit
-        return x_adv, None
+        return super()._run(ctx)
 
     def _search(self, ctx: Context) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """One random-search run. Returns (best points, their loss, goal met)."""
