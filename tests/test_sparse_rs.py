@@ -91,3 +91,19 @@ def test_invalid_options_and_threats():
         attacks.create("sparse-rs", threat="l1:5", steps=0)
     with pytest.raises(ValueError, match="does not support threat linf"):
         attacks.create("sparse-rs", threat="linf:0.1")
+
+
+def test_breaks_what_apgd_misses_on_the_zoos_linf_model(mnist_test):
+    """The ℓ∞-trained zoo model masks ℓ1 gradients (thresholding first layer): the black-box
+    search must break a good share of the examples white-box APGD leaves robust."""
+    from pathlib import Path
+
+    from multirobust import models
+
+    model = models.load(Path(__file__).resolve().parents[1] / "zoo" / "pgd-linf.pt")
+    x, y = mnist_test.images[:100], mnist_test.labels[:100]
+    apgd = attacks.create("apgd", threat="l1:10", steps=100)(model, x, y)
+    rows = apgd.robust.nonzero().flatten()
+    assert rows.numel() >= 30
+    rs = attacks.create("sparse-rs", threat="l1:10", steps=1000)(model, x[rows], y[rows])
+    assert rs.success.float().mean() >= 0.3, rs.success.float().mean()
