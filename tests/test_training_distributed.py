@@ -415,3 +415,7 @@ def test_sharded_held_out_metrics_equal_the_whole_set_counts(group):
     want = robust_accuracy(model, test.images, test.labels, threats, steps=2, seed=4)
     assert got == pytest.approx(want)
     assert set(got) == {"clean", "linf:0.1", "l2:1", "union"}
+    kw = dict(steps=2, seed=4, single_step=True)
+    got = sharded_robust_accuracy(ctx, model, test.images, test.labels, threats, **kw)
+    assert got == pytest.approx(robust_accuracy(model, test.images, test.labels, threats, **kw))
+    assert {"fgsm[linf:0.1]", "fgsm[l2:1]", "fgsm_union"} < set(got)

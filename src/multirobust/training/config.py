@@ -58,6 +58,8 @@ class TrainConfig:
         early_stop: stop at catastrophic overfitting and keep the best weights; default on
             for ``fast`` only.
         overfit_drop: robust-accuracy fall (fraction) that counts as catastrophic overfitting.
+        overfit_gap: excess of the held-out FGSM accuracy over the PGD accuracy that counts as
+            catastrophic overfitting (measured for ``fast`` only).
         eps_warmup: epochs over which every threat's ε (and an explicit step size) ramps
             linearly from ε/steps-per-warm-up up to ε, batch by batch (0: full ε from the
             start). Short adversarial runs from scratch on MNIST stay at chance without it.
@@ -91,6 +93,7 @@ class TrainConfig:
     static_models: list[str] = field(default_factory=list)
     early_stop: bool | None = None
     overfit_drop: float = 0.2
+    overfit_gap: float = 0.5
     eps_warmup: float = 0.0
     data_root: str | None = None
     download: bool = False
@@ -215,10 +218,11 @@ class TrainConfig:
                 f"Invalid eps_warmup: {self.eps_warmup!r} (method {self.method!r} does not "
                 "support an ε warm-up; use 0)"
             )
-        if not 0 < self.overfit_drop <= 1:
-            raise ConfigError(
-                f"Invalid overfit_drop: {self.overfit_drop!r} (must be a fraction in (0, 1])"
-            )
+        for name in ("overfit_drop", "overfit_gap"):
+            if not 0 < getattr(self, name) <= 1:
+                raise ConfigError(
+                    f"Invalid {name}: {getattr(self, name)!r} (must be a fraction in (0, 1])"
+                )
         if self.optimiser not in OPTIMISERS:
             raise ConfigError(
                 f"Unknown optimiser {self.optimiser!r} (available: {', '.join(OPTIMISERS)})"

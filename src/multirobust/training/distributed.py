@@ -301,6 +301,7 @@ def sharded_robust_accuracy(
     *,
     steps: int = 20,
     seed: int = 0,
+    single_step: bool = False,
 ) -> dict[str, float]:
     """:func:`~multirobust.training.robust_accuracy` with the examples split over the processes.
 
@@ -309,16 +310,25 @@ def sharded_robust_accuracy(
     whole set. The PGD start of each shard comes from a generator seeded with ``seed + r``.
 
     Returns:
-        ``{"clean": acc, "<threat>": acc, ..., "union": acc}`` over all n examples.
+        ``{"clean": acc, "<threat>": acc, ..., "union": acc}`` over all n examples (and the
+        single-step accuracies with ``single_step``).
     """
     names = [str(t) for t in as_lp_balls(threats)]
     n = x.shape[0]
     lo, hi = ctx.rank * n // ctx.world_size, (ctx.rank + 1) * n // ctx.world_size
     keys = ["clean", *names, "union"]
+    if single_step:
+        keys += [f"fgsm[{t}]" for t in names] + ["fgsm_union"]
     counts = [0.0] * len(keys)
     if hi > lo:
         local = robust_accuracy(
-            model, x[lo:hi], y[lo:hi], threats, steps=steps, seed=seed + ctx.rank
+            model,
+            x[lo:hi],
+            y[lo:hi],
+            threats,
+            steps=steps,
+            seed=seed + ctx.rank,
+            single_step=single_step,
         )
         counts = [round(local[k] * (hi - lo)) for k in keys]
     total = ctx.all_sum(counts)

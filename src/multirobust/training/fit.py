@@ -295,6 +295,8 @@ def _held_out_accuracy(
     cfg: TrainConfig,
     ctx: distributed.Context | None,
 ) -> dict[str, float]:
+    # Single-step training is the one that overfits catastrophically: watch its FGSM accuracy.
+    single_step = cfg.method == "fast"
     if ctx is None:
         return robust_accuracy(
             model,
@@ -303,6 +305,7 @@ def _held_out_accuracy(
             list(cfg.threats),
             steps=cfg.eval_steps,
             seed=cfg.seed,
+            single_step=single_step,
         )
     return distributed.sharded_robust_accuracy(
         ctx,
@@ -312,6 +315,7 @@ def _held_out_accuracy(
         list(cfg.threats),
         steps=cfg.eval_steps,
         seed=cfg.seed,
+        single_step=single_step,
     )
 
 
@@ -389,7 +393,7 @@ def _fit(
         random.seed(offset)
         np.random.seed(offset)
         attack_gen.manual_seed(offset + 7919)
-    detector = OverfittingDetector(drop=cfg.overfit_drop)
+    detector = OverfittingDetector(drop=cfg.overfit_drop, gap=cfg.overfit_gap)
     start_epoch, step = 0, 0
     history: list[dict[str, Any]] = []
     if main:
@@ -461,9 +465,12 @@ def _fit(
                 "clean_accuracy": acc["clean"],
                 **{f"robust_accuracy[{t}]": acc[t] for t in threats},
                 "union_accuracy": acc["union"],
-                "train_seconds": train_seconds,
             }
-            collapsed = detector.update(acc["union"])
+            if "fgsm_union" in acc:
+                row.update({f"fgsm_accuracy[{t}]": acc[f"fgsm[{t}]"] for t in threats})
+                row["fgsm_union_accuracy"] = acc["fgsm_union"]
+            row["train_seconds"] = train_seconds
+            collapsed = detector.update(acc["union"], acc.get("fgsm_union"))
             row["catastrophic_overfitting"] = collapsed
             history.append(row)
             # Per-process states (RNGs, Free-AT's perturbation of its own shard) for resume.
@@ -504,10 +511,12 @@ def _fit(
             )
             if collapsed and cfg.resolved_early_stop:
                 log.warning(
-                    "catastrophic overfitting at epoch %d: held-out robust accuracy %.3f, "
-                    "best %.3f at epoch %d; stopping and keeping the best weights",
+                    "catastrophic overfitting at epoch %d: held-out robust accuracy %.3f "
+                    "(single-step %s), best %.3f at epoch %d; stopping and keeping the best "
+                    "weights",
                     epoch,
                     acc["union"],
+                    f"{acc['fgsm_union']:.3f}" if "fgsm_union" in acc else "not measured",
                     detector.best,
                     detector.best_index + 1,
                 )
