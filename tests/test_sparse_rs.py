@@ -7,7 +7,7 @@ test_attack_contracts.py.
 
 import pytest
 import torch
-from _models import Detached
+from _helpers import Detached
 from torch import nn
 
 from multirobust import attacks

@@ -5,7 +5,7 @@ The contract (inside the ball, seeds, modes, ε = 0, ...) is covered by test_att
 
 import pytest
 import torch
-from _models import Detached
+from _helpers import Detached
 from torch import nn
 
 from multirobust import attacks

@@ -15,6 +15,7 @@ import textwrap
 import pytest
 import torch
 import torch.distributed as dist
+from _helpers import tiny_run
 from torch.nn.parallel import DistributedDataParallel
 
 from multirobust import models
@@ -81,25 +82,7 @@ def _python(args, timeout=300):
 
 
 def _config(path, out, **kw):
-    base = dict(
-        dataset="mnist",
-        arch="small_cnn",
-        method="pgd",
-        threats=["linf:0.3"],
-        epochs=1,
-        batch_size=64,
-        limit=256,
-        steps=2,
-        eval_n=64,
-        eval_steps=2,
-        optimiser="sgd",
-        lr=0.05,
-        schedule="onecycle",
-        seed=3,
-        out=str(out),
-        progress=False,
-    )
-    base.update(kw)
+    base = tiny_run(out, **{"epochs": 1, "limit": 256, "steps": 2, "eval_steps": 2, **kw})
     lines = [f"{k} = {json.dumps(v)}" for k, v in base.items()]
     path.write_text("\n".join(lines) + "\n")
     return path
@@ -234,23 +217,8 @@ def test_attack_passes_bypass_ddp(group, monkeypatch):
 
 
 def _cfg_dict(out, **kw):
-    base = dict(
-        method="pgd",
-        threats=["linf:0.3"],
-        epochs=2,
-        batch_size=64,
-        limit=384,
-        steps=2,
-        eval_n=64,
-        eval_steps=2,
-        optimiser="sgd",
-        lr=0.05,
-        schedule="onecycle",
-        seed=3,
-        out=str(out),
-        progress=False,
-    )
-    base.update(kw)
+    base = tiny_run(out, **{"steps": 2, "eval_steps": 2, **kw})
+    del base["dataset"], base["arch"]  # the defaults, left for TrainConfig to fill in
     return base
 
 

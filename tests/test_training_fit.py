@@ -5,6 +5,7 @@ import json
 
 import pytest
 import torch
+from _helpers import tiny_run
 from click.testing import CliRunner
 
 from multirobust import models
@@ -15,26 +16,7 @@ fit_module = importlib.import_module("multirobust.training.fit")
 
 
 def _cfg(out, **kw):
-    base = dict(
-        dataset="mnist",
-        arch="small_cnn",
-        method="pgd",
-        threats=["linf:0.3"],
-        epochs=2,
-        batch_size=64,
-        limit=384,
-        steps=3,
-        eval_n=64,
-        eval_steps=3,
-        optimiser="sgd",
-        lr=0.05,
-        schedule="onecycle",
-        seed=3,
-        out=str(out),
-        progress=False,
-    )
-    base.update(kw)
-    return TrainConfig(**base)
+    return TrainConfig(**tiny_run(out, **kw))
 
 
 class _Kill(Exception):
