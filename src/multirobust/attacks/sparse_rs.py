@@ -26,7 +26,7 @@ from typing import Any
 import torch
 
 from ..threats import LpBall, Threat
-from .base import Context, check_positive_int
+from .base import Context
 from .registry import register
 from .square import RandomSearch, p_schedule
 
@@ -83,12 +83,6 @@ class SparseRS(RandomSearch):
     p_init: float = 0.3
     restarts: int = 1
     loss: Any = "margin"
-
-    def _validate(self) -> None:
-        check_positive_int("steps", self.steps)
-        check_positive_int("restarts", self.restarts)
-        if not isinstance(self.p_init, int | float) or not 0 < self.p_init <= 1:
-            raise ValueError(f"Invalid p_init: {self.p_init!r} (must be in (0, 1])")
 
     @classmethod
     def supports(cls, threat: Threat) -> bool:

@@ -98,12 +98,21 @@ def _l2_normalise(delta: torch.Tensor, eps: float) -> torch.Tensor:
 class RandomSearch(Attack):
     """Base of the score-based random searches (Square, sparse-rs): restarts around ``_search``.
 
-    A subclass declares ``restarts`` and writes ``_search(ctx)``, one run from a fresh random
-    start returning (points, their loss, goal met); each restart attacks only the examples no
-    earlier run broke, and an example keeps the point of highest loss over the runs.
+    A subclass declares ``steps`` (queries per run), ``p_init`` (the schedule's starting
+    fraction) and ``restarts``, and writes ``_search(ctx)``, one run from a fresh random start
+    returning (points, their loss, goal met); each restart attacks only the examples no earlier
+    run broke, and an example keeps the point of highest loss over the runs.
     """
 
+    steps: int
+    p_init: float
     restarts: int
+
+    def _validate(self) -> None:
+        check_positive_int("steps", self.steps)
+        check_positive_int("restarts", self.restarts)
+        if not isinstance(self.p_init, int | float) or not 0 < self.p_init <= 1:
+            raise ValueError(f"Invalid p_init: {self.p_init!r} (must be in (0, 1])")
 
     def _run(self, ctx: Context) -> tuple[torch.Tensor, Any]:
         x_adv = ctx.x.clone()
@@ -153,12 +162,6 @@ class Square(RandomSearch):
     p_init: float = 0.8
     restarts: int = 1
     loss: Any = "margin"
-
-    def _validate(self) -> None:
-        check_positive_int("steps", self.steps)
-        check_positive_int("restarts", self.restarts)
-        if not isinstance(self.p_init, int | float) or not 0 < self.p_init <= 1:
-            raise ValueError(f"Invalid p_init: {self.p_init!r} (must be in (0, 1])")
 
     @classmethod
     def supports(cls, threat: Threat) -> bool:
