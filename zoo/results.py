@@ -1,11 +1,13 @@
 """Tabulate the zoo's evaluation reports (zoo/evaluate.sh) as the Markdown table of docs/results.md.
 
-    python zoo/results.py runs/zoo-eval/standard-1000 [--zoo zoo]
+    python zoo/results.py runs/zoo-eval/standard-1000 [--zoo zoo] [--before OTHER_DIR]
 
 The ℓp union is the fraction of examples robust under ℓ∞, ℓ2 and ℓ1 at once (the threat
 models of Tramèr & Boneh 2019 and Maini et al. 2020); "all" adds the spatial threat.
 Seconds per epoch are the mean ``train_seconds`` of the training history that every zoo
-checkpoint carries in its metadata (the rows of the run's log.csv).
+checkpoint carries in its metadata (the rows of the run's log.csv). A second table lists the
+gradient-masking checks that fired, with their evidence; ``--before`` adds a third comparing the
+ℓ1 and union columns with the reports of an earlier evaluation in another folder.
 """
 
 from __future__ import annotations
@@ -39,6 +41,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("reports", type=Path)
     parser.add_argument("--zoo", type=Path, default=Path(__file__).resolve().parent)
+    parser.add_argument("--before", type=Path, help="folder of an earlier evaluation's reports")
     args = parser.parse_args()
     rows = []
     for name in ORDER:
@@ -70,6 +73,47 @@ def main() -> None:
         cells.append(f"{sec:.0f}" if sec is not None else "–")
         print(f"| `{row['model']}` | " + " | ".join(cells) + " |")
     (args.reports / "results.json").write_text(json.dumps(rows, indent=2))
+    print()
+    _checks_table(args.reports)
+    if args.before is not None:
+        print()
+        _before_table(args.before, args.reports)
+
+
+def _evidence(check: dict) -> str:
+    ev = check.get("evidence", {})
+    if "broken_by_black_box" in ev:
+        broken = ", ".join(f"{k} broke {v}" for k, v in ev["broken_by_black_box"].items())
+        missed = " and ".join(ev["white_box_attacks"])
+        return f"{broken} that {missed} missed ({ev['clean_correct']} clean-correct)"
+    return ", ".join(f"{k}={v}" for k, v in ev.items() if not isinstance(v, list | dict))
+
+
+def _checks_table(folder: Path) -> None:
+    print("| model | threat | check | evidence |")
+    print("|---|---|---|---|")
+    for name in ORDER:
+        path = folder / name / "report.json"
+        if path.is_file():
+            for check in json.loads(path.read_text())["checks"]:
+                cells = [f"`{name}`", check.get("threat", ""), check["name"], _evidence(check)]
+                print("| " + " | ".join(cells) + " |")
+
+
+def _before_table(before: Path, after: Path) -> None:
+    print("| model | ℓ1 10 before | ℓ1 10 now | union ℓp before | union ℓp now |")
+    print("|---|---:|---:|---:|---:|")
+    for name in ORDER:
+        old, new = before / name / "report.json", after / name / "report.json"
+        if old.is_file() and new.is_file():
+            a, b = json.loads(old.read_text()), json.loads(new.read_text())
+            cells = [
+                100 * a["robust_accuracy"]["l1:10"],
+                100 * b["robust_accuracy"]["l1:10"],
+                100 * _union(a, LP),
+                100 * _union(b, LP),
+            ]
+            print(f"| `{name}` | " + " | ".join(f"{c:.1f}" for c in cells) + " |")
 
 
 if __name__ == "__main__":
