@@ -74,10 +74,47 @@ def main() -> None:
         print(f"| `{row['model']}` | " + " | ".join(cells) + " |")
     (args.reports / "results.json").write_text(json.dumps(rows, indent=2))
     print()
+    _paired_table(args.reports)
+    print()
     _checks_table(args.reports)
     if args.before is not None:
         print()
         _before_table(args.before, args.reports)
+
+
+MULTI = ["max", "avg", "msd", "random"]
+SINGLE = ["pgd-linf", "pgd-l2", "pgd-l1"]
+
+
+def _union_flags(report: dict, keys: list[str]) -> list[int]:
+    return [int(all(report["threats"][k]["robust"][i] for k in keys)) for i in range(report["n"])]
+
+
+def _paired_table(folder: Path) -> None:
+    """Union ℓp of each multi-perturbation model minus the best single-threat model's, on the
+    same examples: the mean paired difference with a 95% normal interval."""
+    reports = {
+        name: json.loads((folder / name / "report.json").read_text())
+        for name in MULTI + SINGLE
+        if (folder / name / "report.json").is_file()
+    }
+    singles = [s for s in SINGLE if s in reports]
+    if not singles:
+        return
+    best = max(singles, key=lambda s: _union(reports[s], LP))
+    base = _union_flags(reports[best], LP)
+    print(f"| model | union ℓp minus `{best}`'s (points) | 95% interval (paired) |")
+    print("|---|---:|---|")
+    for name in MULTI:
+        if name not in reports:
+            continue
+        d = [a - b for a, b in zip(_union_flags(reports[name], LP), base, strict=True)]
+        n = len(d)
+        mean = sum(d) / n
+        sd = (sum((x - mean) ** 2 for x in d) / (n - 1)) ** 0.5 if n > 1 else 0.0
+        half = 1.96 * sd / n**0.5
+        lo, hi = 100 * (mean - half), 100 * (mean + half)
+        print(f"| `{name}` | {100 * mean:+.1f} | [{lo:+.1f}, {hi:+.1f}] |")
 
 
 def _evidence(check: dict) -> str:
