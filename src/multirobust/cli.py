@@ -17,7 +17,7 @@ from torch import nn
 from tqdm import tqdm
 
 from . import __version__, attacks, data, models, threats
-from ._cliutil import dataset_of, load_data, parse_options
+from ._cliutil import dataset_of, load_data, load_model, parse_options
 from .threats import Affine, Spatial, Threat, Union
 
 
@@ -237,9 +237,9 @@ def attack_cmd(
         options = parse_options(option_pairs)
         if attack_name != "auto":
             attacks.get(attack_name)
-        model = models.load(checkpoint)
     except (ValueError, TypeError, FileNotFoundError) as err:
         raise click.ClickException(str(err)) from None
+    model = load_model(checkpoint)
     dataset = dataset_of(model, dataset)
     ds = load_data(dataset, split, n, data_root, download)
     try:

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import click
 
-from .. import models, threats
-from .._cliutil import dataset_of, load_data
+from .. import threats
+from .._cliutil import dataset_of, load_data, load_model
 from ..threats import LpBall
 from . import distributed as _dist
 from . import presets
@@ -131,9 +131,9 @@ def evaluate_cmd(
     """
     try:
         threat_list = [threats.parse(t) for t in threat_texts]
-        model = models.load(checkpoint)
     except (ValueError, TypeError, FileNotFoundError) as err:
         raise click.ClickException(str(err)) from None
+    model = load_model(checkpoint)
     dataset = dataset_of(model, dataset)
     ds = load_data(dataset, split, n, data_root, download=False)
     out_dir = Path(out)
