@@ -295,8 +295,6 @@ def _held_out_accuracy(
     cfg: TrainConfig,
     ctx: distributed.Context | None,
 ) -> dict[str, float]:
-    # Single-step training is the one that overfits catastrophically: watch its FGSM accuracy.
-    single_step = cfg.method == "fast"
     if ctx is None:
         return robust_accuracy(
             model,
@@ -305,7 +303,7 @@ def _held_out_accuracy(
             list(cfg.threats),
             steps=cfg.eval_steps,
             seed=cfg.seed,
-            single_step=single_step,
+            single_step=cfg.single_step,
         )
     return distributed.sharded_robust_accuracy(
         ctx,
@@ -315,7 +313,7 @@ def _held_out_accuracy(
         list(cfg.threats),
         steps=cfg.eval_steps,
         seed=cfg.seed,
-        single_step=single_step,
+        single_step=cfg.single_step,
     )
 
 

@@ -55,7 +55,11 @@ def robust_accuracy(
     n = x.shape[0]
     correct = torch.zeros(n, dtype=torch.bool, device=x.device)
     robust = {str(t): torch.zeros(n, dtype=torch.bool, device=x.device) for t in tms}
-    one_step = {str(t): torch.zeros(n, dtype=torch.bool, device=x.device) for t in tms}
+    one_step = (
+        {str(t): torch.zeros(n, dtype=torch.bool, device=x.device) for t in tms}
+        if single_step
+        else {}
+    )
     with attack_mode(model):
         for i in range(0, n, batch_size):
             xb, yb = x[i : i + batch_size], y[i : i + batch_size]
@@ -119,10 +123,9 @@ class OverfittingDetector:
     """
 
     def __init__(self, drop: float = 0.2, floor: float | None = None, gap: float = 0.5) -> None:
-        if isinstance(drop, bool) or not isinstance(drop, int | float) or not 0 < drop <= 1:
-            raise ValueError(f"Invalid drop: {drop!r} (must be a fraction in (0, 1])")
-        if isinstance(gap, bool) or not isinstance(gap, int | float) or not 0 < gap <= 1:
-            raise ValueError(f"Invalid gap: {gap!r} (must be a fraction in (0, 1])")
+        for name, value in (("drop", drop), ("gap", gap)):
+            if isinstance(value, bool) or not isinstance(value, int | float) or not 0 < value <= 1:
+                raise ValueError(f"Invalid {name}: {value!r} (must be a fraction in (0, 1])")
         if floor is not None and (
             isinstance(floor, bool) or not isinstance(floor, int | float) or not 0 <= floor <= 1
         ):
