@@ -9,7 +9,7 @@ import torch
 
 from ..threats import Affine, LpBall, Threat
 from .base import Attack, Context, check_positive_int
-from .pgd import _grad
+from .gradients import input_gradient
 from .registry import register
 
 
@@ -65,7 +65,7 @@ class AffineAttack(Attack):
         view = (-1,) + (1,) * (x.dim() - 1)
         for _ in range(self.steps):
             x_adv = x + lam * da + (1 - lam) * db
-            grad, logits, _ = _grad(ctx.model, x_adv, ctx.y, ctx.targets, ctx.loss)
+            grad, logits, _ = input_gradient(ctx.model, x_adv, ctx.y, ctx.loss, ctx.targets)
             with torch.no_grad():
                 hit = ctx.met(logits) & ~found
                 keep_a = torch.where(hit.view(view), da, keep_a)

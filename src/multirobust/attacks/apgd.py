@@ -11,7 +11,7 @@ import torch
 from .. import losses
 from ..threats import LpBall
 from .base import Attack, Context, check_positive_int
-from .pgd import _grad
+from .gradients import input_gradient
 from .registry import register
 
 
@@ -56,7 +56,7 @@ def apgd_run(
     x0 = x0_all
     eta = torch.full((n,), eta0, device=x0.device, dtype=x0.dtype)
     x_cur = x_init.clone()
-    grad, logits, f_cur = _grad(c.model, x_cur, c.y, c.targets, c.loss)
+    grad, logits, f_cur = input_gradient(c.model, x_cur, c.y, c.loss, c.targets)
     found = c.met(logits)
     x_best, f_best = x_cur.clone(), f_cur.clone()
     x_hit, x_prev = x_cur.clone(), x_cur.clone()
@@ -70,7 +70,7 @@ def apgd_run(
             a = alpha if k > 0 else 1.0
             x_new = threat.project(x_cur + a * (z - x_cur) + (1 - a) * (x_cur - x_prev), x0)
             x_prev = x_cur
-        grad_new, logits, f_new = _grad(c.model, x_new, c.y, c.targets, c.loss)
+        grad_new, logits, f_new = input_gradient(c.model, x_new, c.y, c.loss, c.targets)
         with torch.no_grad():
             hit = c.met(logits)
             x_hit = torch.where((hit & ~found).view(view), x_new, x_hit)
@@ -113,7 +113,7 @@ def apgd_run(
             eta_at_check, f_best_at_check = eta_at_check[keep], f_best_at_check[keep]
         if bool(halve.any()):
             # Halved examples restart from their best point: refresh its loss and gradient.
-            grad_b, _, f_b = _grad(c.model, x_cur, c.y, c.targets, c.loss)
+            grad_b, _, f_b = input_gradient(c.model, x_cur, c.y, c.loss, c.targets)
             grad = torch.where(halve.view(view), grad_b, grad)
             f_cur = torch.where(halve, f_b, f_cur)
     out[live] = torch.where(found.view(view), x_hit, x_best)

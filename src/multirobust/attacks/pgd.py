@@ -18,25 +18,10 @@ from .. import losses
 from ..threats import LpBall, parse
 from ..threats.base import Threat
 from .base import Attack, Context, check_nonneg, check_positive, check_positive_int
+from .gradients import input_gradient
 from .registry import register
 
 GoalFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
-
-
-def _grad(
-    model: nn.Module,
-    x_adv: torch.Tensor,
-    y: torch.Tensor,
-    targets: torch.Tensor | None,
-    loss_fn: losses.Loss,
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """One forward + backward: (gradient w.r.t. the input, logits, per-example loss)."""
-    x_adv = x_adv.detach().requires_grad_(True)
-    with torch.enable_grad():
-        logits = model(x_adv)
-        value = loss_fn(logits, y, targets)
-        (grad,) = torch.autograd.grad(value.sum(), x_adv)
-    return grad, logits.detach(), value.detach()
 
 
 def pgd_restart(
@@ -69,11 +54,11 @@ def pgd_restart(
     xa, x0, y0, t0 = out.clone(), x, y, targets
     done = torch.zeros(n, dtype=torch.bool, device=x.device)
     for step in range(steps):
-        grad, logits, _ = _grad(model, xa, y0, t0, loss_fn)
+        grad, logits, _ = input_gradient(model, xa, y0, loss_fn, t0)
         with torch.no_grad():
             if goal_met is not None:
                 done = done | goal_met(logits, live)
-            moved = threat.project(xa + step_size * threat.steepest_ascent(grad, xa), x0)
+            moved = threat.step(xa, x0, grad, step_size)
             xa = torch.where(done.view((-1,) + (1,) * (xa.dim() - 1)), xa, moved)
         last = step == steps - 1
         if goal_met is not None and ((step + 1) % check_every == 0 or last):
@@ -264,9 +249,9 @@ class FGSM(Attack):
         threat = ctx.threat
         assert isinstance(threat, LpBall)
         start = threat.random_init(ctx.x, ctx.generator) if self.random_start else ctx.x
-        grad, _, _ = _grad(ctx.model, start, ctx.y, ctx.targets, ctx.loss)
+        grad, _, _ = input_gradient(ctx.model, start, ctx.y, ctx.loss, ctx.targets)
         alpha = threat.eps if self.step_size is None else self.step_size
-        return threat.project(start + alpha * threat.steepest_ascent(grad, start), ctx.x), None
+        return threat.step(start, ctx.x, grad, alpha), None
 
 
 register("fgm")(FGSM)

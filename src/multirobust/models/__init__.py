@@ -23,6 +23,7 @@ from .architectures import ImageClassifier
 from .checkpoint import FORMAT, VERSION, CheckpointError, load, read_checkpoint, save, unwrap
 from .normalize import Normalize
 from .registry import create, for_dataset, names
+from .state import attack_mode, model_state
 
 __all__ = [
     "FORMAT",
@@ -31,10 +32,12 @@ __all__ = [
     "ImageClassifier",
     "Normalize",
     "activations",
+    "attack_mode",
     "create",
     "for_dataset",
     "load",
     "make_activation",
+    "model_state",
     "names",
     "read_checkpoint",
     "save",

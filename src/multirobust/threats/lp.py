@@ -108,6 +108,21 @@ class LpBall(Threat):
                 pushes against are ignored, so the step is not spent where it cannot move.
         """
 
+    def step(
+        self, x_adv: torch.Tensor, x: torch.Tensor, grad: torch.Tensor, step_size: float
+    ) -> torch.Tensor:
+        """One projected steepest-ascent step: Π_{B(x, ε) ∩ box}(x_adv + α · s(grad)).
+
+        The update rule of PGD, FGSM and every adversarial-training objective, written once.
+
+        Args:
+            x_adv: current iterate (N, ...).
+            x: clean inputs, the centre of the ball (N, ...).
+            grad: gradient of the loss at ``x_adv`` (N, ...).
+            step_size: α, in this norm's units.
+        """
+        return self.project(x_adv + step_size * self.steepest_ascent(grad, x_adv), x)
+
     def default_step_size(self, steps: int) -> float:
         """Madry et al.'s rule of thumb: 2.5 ε / steps, enough to reach the boundary anywhere."""
         return 2.5 * self.eps / max(steps, 1)
