@@ -394,6 +394,11 @@ main.add_command(train_cmd)
 main.add_command(optimizer_study_cmd)
 main.add_command(universal_cmd)
 
+# The API package's commands (branch api; the integrator moves them into the cli package).
+from .api.command import command as serve_cmd  # noqa: E402
+
+main.add_command(serve_cmd)
+
 
 if __name__ == "__main__":  # pragma: no cover
     main()
