@@ -396,8 +396,11 @@ main.add_command(universal_cmd)
 
 # The API package's commands (branch api; the integrator moves them into the cli package).
 from .api.command import command as serve_cmd  # noqa: E402
+from .api.command import extract_command, remote_attack  # noqa: E402
 
 main.add_command(serve_cmd)
+main.add_command(remote_attack)
+main.add_command(extract_command)
 
 
 if __name__ == "__main__":  # pragma: no cover

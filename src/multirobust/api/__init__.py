@@ -15,7 +15,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from .ledger import BudgetExhausted, Ledger, RateLimited, RequestConflict, key_id, read_keys
-from .outputs import MODES, OutputSpec, scores
+from .outputs import FLOOR, FLOOR_LOG, MODES, OutputSpec, scores
 from .protocol import ProtocolError, infer_request, parse_infer_request, parse_infer_response
 
 if TYPE_CHECKING:
@@ -52,6 +52,8 @@ def __getattr__(name: str) -> Any:
 
 
 __all__ = [
+    "FLOOR",
+    "FLOOR_LOG",
     "MODES",
     "ApiError",
     "BudgetExhausted",

@@ -32,6 +32,7 @@ accepts as logits (``attacks.base.check_logits`` rejects rows that look like pro
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -43,6 +44,8 @@ MODES = ("logits", "probabilities", "top-k", "label")
 
 FLOOR = float(np.finfo(np.float32).tiny)
 """Smallest probability a client uses in ``log p`` (about 1.2e-38, so log p ≥ −87.3)."""
+FLOOR_LOG = math.log(FLOOR)
+"""``log FLOOR``: the score of a class whose probability was rounded to 0 (about −87.3)."""
 
 
 def output_names(mode: str) -> tuple[str, ...]:
