@@ -52,7 +52,8 @@ def main() -> None:
     out = {"n": len(correct), "clean_correct": sum(correct), "cw_seconds": cw_seconds, "runs": []}
     cw_med = statistics.median([v for v, ok in zip(cw_norm, correct, strict=True) if ok])
     print(
-        f"C&W-ℓ2 (white-box, defaults): median minimal ℓ2 {cw_med:.3f} over {sum(correct)} clean-correct images ({cw_seconds:.0f} s)"
+        f"C&W-ℓ2 (white-box, defaults): median minimal ℓ2 {cw_med:.3f} over "
+        f"{sum(correct)} clean-correct images ({cw_seconds:.0f} s)"
     )
     out["cw_median"] = cw_med
     for run in runs:
@@ -70,7 +71,8 @@ def main() -> None:
             ratio = statistics.median(ratios)
             row["budgets"][str(b)] = {"median": med, "median_ratio_to_cw": ratio}
             print(
-                f"HSJ ({run.output}) within {b:>6,} queries: median ℓ2 {med:.3f}  (median ratio to C&W {ratio:.2f})"
+                f"HSJ ({run.output}) within {b:>6,} queries: median ℓ2 {med:.3f}  "
+                f"(median ratio to C&W {ratio:.2f})"
             )
         out["runs"].append(row)
     if args.json:

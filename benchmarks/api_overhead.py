@@ -198,7 +198,8 @@ def main() -> None:
             print(
                 f"batch {b:>4}: in-process {row['in_process_images_per_s']:>9.0f} img/s, "
                 f"/infer {best['images_per_s']:>8.0f} img/s (ratio {row['ratio']:.3f}), "
-                f"p50 {best['p50_ms']:.1f} ms, p99 {best['p99_ms']:.1f} ms, body {len(body) / 1e6:.2f} MB, "
+                f"p50 {best['p50_ms']:.1f} ms, p99 {best['p99_ms']:.1f} ms, "
+                f"body {len(body) / 1e6:.2f} MB, "
                 f"client JSON encode {encode_ms:.1f} ms",
                 flush=True,
             )
@@ -212,10 +213,10 @@ def main() -> None:
             r["ledger_matches"] = r["ledger_queries"] == r["answered"]
             results["concurrency"].append(r)
             print(
-                f"{n:>2} clients, batch 1: {r['requests_per_s']:>7.1f} req/s, p50 {r['p50_ms']:.1f} ms, "
-                f"p99 {r['p99_ms']:.1f} ms, 5xx {r['server_errors']}, transport errors "
-                f"{r['transport_errors']}, ledger {r['ledger_queries']} = answered {r['answered']}: "
-                f"{r['ledger_matches']}",
+                f"{n:>2} clients, batch 1: {r['requests_per_s']:>7.1f} req/s, "
+                f"p50 {r['p50_ms']:.1f} ms, p99 {r['p99_ms']:.1f} ms, 5xx {r['server_errors']}, "
+                f"transport errors {r['transport_errors']}, ledger {r['ledger_queries']} = "
+                f"answered {r['answered']}: {r['ledger_matches']}",
                 flush=True,
             )
     finally:
