@@ -4,6 +4,8 @@ Output modes run in-process (the FastAPI app through Starlette's TestClient, one
 retries and the ledger reconciliation run against a server process on 127.0.0.1.
 """
 
+import json
+
 import httpx
 import pytest
 import torch
@@ -211,7 +213,8 @@ class Flaky(httpx.BaseTransport):
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("client-server")
-    (tmp / "keys.txt").write_text(f"{KEY}\nsecond-{KEY}\n")
+    keys = [KEY] + [f"{w}-{KEY}" for w in ("second", "third", "fourth")]
+    (tmp / "keys.txt").write_text("\n".join(keys) + "\n")
     s = launch("--keys", str(tmp / "keys.txt"), ledger=tmp / "ledger.sqlite")
     try:
         yield wait(s)
@@ -247,3 +250,109 @@ def test_reconcile_notices_another_client(server, batch):
         with pytest.raises(LedgerMismatch, match="counted 3 queries but the server's ledger has 5"):
             a.reconcile()
         assert a.reconcile(strict=False)["difference"] == 2
+
+
+def _cli(args):
+    from click.testing import CliRunner
+
+    from multirobust.cli import main
+
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 0, result.output
+    return result
+
+
+def test_remote_attack_command(server, tmp_path):
+    key = f"third-{KEY}"
+    out = tmp_path / "run"
+    args = [
+        "remote-attack",
+        "--remote",
+        server.url,
+        "--key",
+        key,
+        "--budget",
+        "60",
+        "--budgets",
+        "20,60",
+        "--threat",
+        "linf:0.3",
+        "--attack",
+        "square",
+        "--attack",
+        "rays",
+        "--n",
+        "6",
+        "--checkpoint",
+        str(ZOO / "standard.pt"),
+        "--out",
+        str(out),
+        "--quiet",
+    ]
+    _cli(args)
+    report = json.loads((out / "remote-attack.json").read_text())
+    assert [(r["output"], r["attack"]) for r in report["runs"]] == [
+        ("probabilities", "square"),
+        ("probabilities", "rays"),
+        ("logits", "square"),
+        ("logits", "rays"),
+    ]
+    spent = 0
+    for run in report["runs"][:2]:
+        assert run["ledger"]["client"] == run["ledger"]["server"] > 0
+        assert all(t["queries"] <= 60 for t in run["traces"])
+        spent += run["ledger"]["server"]
+    assert "robust @ 60" in (out / "remote-attack.html").read_text()
+    usage = httpx.get(f"{server.url}/v2/usage", headers={"Authorization": f"Bearer {key}"}).json()
+    assert usage["queries_answered"] == spent
+    from click.testing import CliRunner
+
+    from multirobust.cli import main
+
+    again = CliRunner().invoke(main, args)
+    assert again.exit_code != 0 and "--resume" in again.output
+    _cli(args + ["--resume"])  # every chunk is done: nothing is queried again
+    usage = httpx.get(f"{server.url}/v2/usage", headers={"Authorization": f"Bearer {key}"}).json()
+    assert usage["queries_answered"] == spent
+
+
+@pytest.mark.slow  # extraction itself is covered in-process by test_api_campaign.py
+def test_extract_command(server, tmp_path):
+    key = f"fourth-{KEY}"
+    out = tmp_path / "extract"
+    args = [
+        "extract",
+        "--remote",
+        server.url,
+        "--key",
+        key,
+        "--budgets",
+        "60,120",
+        "--pool",
+        "mnist",
+        "--pool-offset",
+        "30000",
+        "--eval-n",
+        "40",
+        "--victim-checkpoint",
+        str(ZOO / "standard.pt"),
+        "--epochs",
+        "1",
+        "--min-steps",
+        "10",
+        "--transfer-threat",
+        "linf:0.3",
+        "--transfer-n",
+        "10",
+        "--out",
+        str(out),
+        "--quiet",
+    ]
+    _cli(args)
+    result = json.loads((out / "extraction.json").read_text())
+    assert [p["queries"] for p in result["points"]] == [60, 120]
+    assert result["transfer"]["linf:0.3"]["queries"] == 20  # one clean query, one candidate
+    assert result["settings"]["queries_spent"] == 140
+    assert 'id="points"' in (out / "extraction.html").read_text()
+    usage = httpx.get(f"{server.url}/v2/usage", headers={"Authorization": f"Bearer {key}"}).json()
+    assert usage["queries_answered"] == 140

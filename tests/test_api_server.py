@@ -218,6 +218,32 @@ def test_body_over_the_limit(servers):
     assert _usage(s, key)["queries_spent"] == before
 
 
+def test_a_pickle_is_never_unpickled(servers, tmp_path):
+    """A pickled body whose loading would create a file: refused, and no file appears."""
+    s = servers["guarded"]
+    marker = tmp_path / "unpickled"
+
+    class Evil:
+        def __reduce__(self):
+            return (open, (str(marker), "w"))
+
+    body = pickle.dumps({"inputs": [Evil()]}, protocol=2)
+    for ctype, status in (
+        ("application/json", 400),
+        ("application/octet-stream", 415),
+        ("application/python-pickle", 415),
+    ):
+        r = httpx.post(
+            f"{s.url}/v2/models/standard/infer",
+            content=body,
+            headers={**auth(KEYS[9]), "Content-Type": ctype},
+            timeout=60,
+        )
+        assert r.status_code == status, r.text
+    assert not marker.exists()
+    assert _usage(s, KEYS[9])["queries_spent"] == 0
+
+
 def test_budget_cannot_be_bypassed_by_batching(servers, images):
     s = servers["guarded"]
     key = KEYS[3]

@@ -375,7 +375,7 @@ def remote_attack(
         raise click.ClickException(str(err)) from None
     report_budgets = _budgets(budgets, budget)
     folder = check_writable_dir(out)
-    if (folder / "campaign.json").exists() and not resume:
+    if (folder / "resume" / "campaign.json").exists() and not resume:
         raise click.UsageError(
             f"{folder} holds an earlier run: pass --resume to continue it, or another --out"
         )
@@ -483,7 +483,7 @@ def remote_attack(
     default=None,
     help="Another API key for the victim's labels on the held-out images (no checkpoint).",
 )
-@click.option("--epochs", type=click.IntRange(min=1), default=30, show_default=True)
+@click.option("--epochs", type=click.IntRange(min=1), default=20, show_default=True)
 @click.option("--min-steps", type=click.IntRange(min=1), default=500, show_default=True)
 @click.option(
     "--transfer-threat",
