@@ -174,14 +174,18 @@ def test_report_json_round_trip_and_html(linear, tmp_path):
         attack_names=["rays"],
         progress=False,
     )
-    report.white_box = {
-        "linf:0.05": {"robust_accuracy": 0.25, "clean_accuracy": 0.5, "source": "evaluate"}
-    }
+    black = report.worst_case()[0]["robust_accuracy"]["60"]
+    wb = {"robust_accuracy": black, "clean_accuracy": 0.5, "source": "evaluate"}
+    report.white_box = {"linf:0.05": wb}
+    assert not report.checks()  # the white-box number is the lower one: nothing to flag
+    wb["robust_accuracy"] = black + 2 / 12  # two examples more than the black-box attacks left
+    assert [c["name"] for c in report.checks()] == ["black-box-beats-white-box"]
     report.to_json(tmp_path / "r.json")
     again = RemoteReport.from_json(tmp_path / "r.json")
     assert again.to_dict() == report.to_dict()
     html = report.to_html(tmp_path / "r.html")
     assert 'id="runs-linf:0.05"' in html and "white-box ensemble" in html and "<img" in html
+    assert "black-box-beats-white-box" in html
     _check_in_browser(tmp_path, tmp_path / "r.html", ["robust @ 60", "white-box ensemble", "rays"])
 
 
