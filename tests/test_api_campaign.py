@@ -266,3 +266,37 @@ def _check_in_browser(tmp_path, page, texts):
     for text in texts:
         assert text in shown["text"], text
     assert shown["images"] and all(shown["images"])
+
+
+def test_white_box_numbers_from_an_evaluation_of_more_images(tmp_path):
+    from multirobust.api.campaign import white_box_from_report
+    from multirobust.evaluation import EvaluationReport, ThreatOutcome
+
+    robust = [True, False, True, False]
+    report = EvaluationReport(
+        n=4,
+        clean_accuracy=0.75,
+        robust_accuracy={"linf:0.3": 0.5},
+        union_accuracy=0.5,
+        labels=[3, 1, 4, 1],
+        clean_pred=[3, 1, 4, 0],
+        clean_correct=[True, True, True, False],
+        threats={
+            "linf:0.3": ThreatOutcome("linf:0.3", ["apgd-ce"], robust, [None] * 4, [None] * 4)
+        },
+        checks=[],
+        settings={"preset": {"name": "standard"}},
+    )
+    report.to_json(tmp_path / "report.json")
+    wb = white_box_from_report(tmp_path / "report.json", ["linf:0.3", "l2:2"], torch.tensor([3, 1]))
+    assert wb == {
+        "linf:0.3": {
+            "robust_accuracy": 0.5,  # the first two images: robust, broken
+            "clean_accuracy": 1.0,
+            "source": "evaluate, preset standard (first 2 of its 4 images)",
+        }
+    }
+    with pytest.raises(ValueError, match="evaluated other images"):
+        white_box_from_report(tmp_path / "report.json", ["linf:0.3"], torch.tensor([1, 3]))
+    with pytest.raises(ValueError, match="holds none of the threats l1:10"):
+        white_box_from_report(tmp_path / "report.json", ["l1:10"], torch.tensor([3]))

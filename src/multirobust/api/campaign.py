@@ -307,32 +307,37 @@ def white_box_from_report(
 ) -> dict[str, dict[str, Any]]:
     """White-box numbers per threat from an ``evaluate`` report.json of the same images.
 
+    The report may cover more images than were attacked (evaluate the first 500, attack the
+    first 100 through the API): its per-example outcomes for the first ``len(labels)`` are used.
+
     Raises:
-        ValueError: when the report holds other images (its labels differ from ``labels``) or
-            none of the threats.
+        ValueError: when the report's first images are not these (their labels differ) or it
+            holds none of the threats.
     """
     from ..evaluation import EvaluationReport
 
     report = EvaluationReport.from_json(path)
-    if report.labels != labels.tolist():
+    n = labels.shape[0]
+    if report.n < n or report.labels[:n] != labels.tolist():
         raise ValueError(
-            f"{path} evaluated other images ({report.n} examples; labels differ from the "
-            f"{labels.shape[0]} attacked here): evaluate the same --n and split"
+            f"{path} evaluated other images ({report.n} examples whose labels differ from the "
+            f"{n} attacked here): evaluate the same split from its start, with --n >= {n}"
         )
     preset = report.settings.get("preset", {})
     name = preset.get("name", "?") if isinstance(preset, dict) else str(preset)
     out = {
         t: {
-            "robust_accuracy": float(report.robust_accuracy[t]),
-            "clean_accuracy": float(report.clean_accuracy),
-            "source": f"evaluate, preset {name}",
+            "robust_accuracy": sum(report.threats[t].robust[:n]) / n,
+            "clean_accuracy": sum(report.clean_correct[:n]) / n,
+            "source": f"evaluate, preset {name}"
+            + (f" (first {n} of its {report.n} images)" if report.n > n else ""),
         }
         for t in threats
-        if t in report.robust_accuracy
+        if t in report.threats
     }
     if not out:
         raise ValueError(
             f"{path} holds none of the threats {', '.join(threats)} "
-            f"(it has {', '.join(report.robust_accuracy)})"
+            f"(it has {', '.join(report.threats)})"
         )
     return out
