@@ -2,7 +2,7 @@
 
     python benchmarks/api_distortion.py REPORT.json --checkpoint zoo/standard.pt [--json OUT]
 
-REPORT.json is a `multirobust remote-attack` report of ``hopskipjump`` under ``l2:100`` with
+REPORT.json is a `multirobust attack --remote` report of ``hopskipjump`` under ``l2:100`` with
 ``--option early_stop=false`` (every example spends its whole budget shrinking the
 perturbation). For each budget of the report, the median over the clean-correct examples of the
 smallest ℓ2 norm among the queries that changed the label (Chen et al. 2020 plot the same curve),

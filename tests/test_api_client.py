@@ -262,33 +262,13 @@ def _cli(args):
     return result
 
 
-def test_remote_attack_command(server, tmp_path):
+def test_attack_remote_command(server, tmp_path):
     key = f"third-{KEY}"
     out = tmp_path / "run"
-    args = [
-        "remote-attack",
-        "--remote",
-        server.url,
-        "--key",
-        key,
-        "--budget",
-        "60",
-        "--budgets",
-        "20,60",
-        "--threat",
-        "linf:0.3",
-        "--attack",
-        "square",
-        "--attack",
-        "rays",
-        "--n",
-        "6",
-        "--checkpoint",
-        str(ZOO / "standard.pt"),
-        "--out",
-        str(out),
-        "--quiet",
-    ]
+    args = (
+        f"attack --remote {server.url} --key {key} --budget 60 --budgets 20,60 --threat linf:0.3 "
+        f"--attack square,rays --n 6 --checkpoint {ZOO / 'standard.pt'} --out {out} --quiet"
+    ).split()
     _cli(args)
     report = json.loads((out / "remote-attack.json").read_text())
     assert [(r["output"], r["attack"]) for r in report["runs"]] == [
@@ -320,34 +300,11 @@ def test_remote_attack_command(server, tmp_path):
 def test_extract_command(server, tmp_path):
     key = f"fourth-{KEY}"
     out = tmp_path / "extract"
-    args = [
-        "extract",
-        "--remote",
-        server.url,
-        "--key",
-        key,
-        "--budgets",
-        "60,120",
-        "--pool",
-        "mnist",
-        "--pool-offset",
-        "30000",
-        "--eval-n",
-        "40",
-        "--victim-checkpoint",
-        str(ZOO / "standard.pt"),
-        "--epochs",
-        "1",
-        "--min-steps",
-        "10",
-        "--transfer-threat",
-        "linf:0.3",
-        "--transfer-n",
-        "10",
-        "--out",
-        str(out),
-        "--quiet",
-    ]
+    args = (
+        f"extract --remote {server.url} --key {key} --budgets 60,120 --pool mnist "
+        f"--pool-offset 30000 --eval-n 40 --victim-checkpoint {ZOO / 'standard.pt'} --epochs 1 "
+        f"--min-steps 10 --transfer-threat linf:0.3 --transfer-n 10 --out {out} --quiet"
+    ).split()
     _cli(args)
     result = json.loads((out / "extraction.json").read_text())
     assert [p["queries"] for p in result["points"]] == [60, 120]
@@ -356,3 +313,26 @@ def test_extract_command(server, tmp_path):
     assert 'id="points"' in (out / "extraction.html").read_text()
     usage = httpx.get(f"{server.url}/v2/usage", headers={"Authorization": f"Bearer {key}"}).json()
     assert usage["queries_answered"] == 140
+
+
+def test_attack_remote_usage_errors(tmp_path):
+    from click.testing import CliRunner
+
+    from multirobust.cli import main
+
+    def run(text):
+        return CliRunner().invoke(main, text.split())
+
+    r = run("attack --threat linf:0.3")
+    assert r.exit_code != 0 and "Missing option '--checkpoint'" in r.output
+    r = run(f"attack --checkpoint {ZOO / 'standard.pt'} --threat linf:0.3 --key k --n 2")
+    assert r.exit_code != 0 and "--key only apply with --remote URL" in r.output
+    r = run("attack --remote http://127.0.0.1:9 --threat linf:0.3 --dataset mnist")
+    assert r.exit_code != 0 and "--remote needs --out" in r.output
+    r = run(f"attack --remote http://127.0.0.1:9 --threat linf:0.3 --out {tmp_path / 'o'}")
+    assert r.exit_code != 0 and "needs --dataset" in r.output
+    r = run(
+        f"attack --remote http://127.0.0.1:9 --threat linf:0.3 --dataset mnist --budget 100 "
+        f"--budgets 50,500 --out {tmp_path / 'o'}"
+    )
+    assert r.exit_code != 0 and "budgets must lie in 1..100" in r.output
