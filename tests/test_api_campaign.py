@@ -200,16 +200,17 @@ def test_extraction_and_resume(tmp_path, mnist_model, mnist_test):
         eval_y=ey,
         reference_labels=ref,
         budgets=(200, 600),
-        epochs=3,
-        min_steps=60,
+        epochs=2,
+        min_steps=30,
         progress=False,
     )
     result, surrogate = extract(victim, pool, resume_dir=tmp_path, **kw)
     assert victim.images == 600
     assert [p.queries for p in result.points] == [200, 600]
-    # Far above chance (10%) with 600 queries, and no worse than with 200 by a wide margin.
-    assert result.points[1].agreement > 0.7
-    assert result.points[1].agreement >= result.points[0].agreement - 0.05
+    # Far above chance (10%) after 30 steps on 600 answers (about 0.8 measured), and no worse
+    # than with 200 by a wide margin.
+    assert result.points[1].agreement > 0.5
+    assert result.points[1].agreement >= result.points[0].agreement - 0.1
     assert (tmp_path / "surrogate-600.pt").exists() and models.load(tmp_path / "surrogate-600.pt")
     victim.images = 0
     again, _ = extract(victim, pool, resume_dir=tmp_path, **kw)

@@ -159,13 +159,14 @@ class HopSkipJump(Attack):
         """
         g = ctx.generator
         v = torch.zeros_like(cur)
+        sizes = count.tolist()  # one host sync per iteration, for the grouping below
         # Examples in groups whose points fit in one chunk (an example is never split).
         start = 0
         m = rows.numel()
         while start < m:
             total, end = 0, start
-            while end < m and (end == start or total + int(count[end]) <= _ESTIMATE_CHUNK):
-                total += int(count[end])
+            while end < m and (end == start or total + sizes[end] <= _ESTIMATE_CHUNK):
+                total += sizes[end]
                 end += 1
             idx = torch.arange(start, end, device=cur.device)
             owner = idx.repeat_interleave(count[start:end])
