@@ -262,7 +262,7 @@ def _curve_figure(report: RemoteReport, threat: str) -> str:
     ax.set_ylabel("success rate")
     ax.set_ylim(0, 1.02)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1.0))
     ax.set_title(threat)
     return pages.img(pages.figure_png(fig), f"success rate against queries, {threat}")
 
@@ -301,7 +301,8 @@ def render(report: RemoteReport) -> str:
             m = r.summary(budgets)
             ledger = "—"
             if r.ledger:
-                ledger = f"client {r.ledger['client']:,} · server {r.ledger['server']:,}"
+                c, v = r.ledger["client"], r.ledger["server"]
+                ledger = f"{c:,} = server" if c == v else f"client {c:,} ≠ server {v:,}"
             rows.append(
                 [r.source, r.output, r.attack, _pct(m["clean_accuracy"])]
                 + [_pct(m["robust_accuracy"][str(b)]) for b in budgets]
@@ -316,7 +317,7 @@ def render(report: RemoteReport) -> str:
             if w["threat"] != threat or len(w["attacks"]) < 2:
                 continue
             rows.append(
-                [w["source"], w["output"], "worst case of " + " + ".join(w["attacks"]), ""]
+                [w["source"], w["output"], f"worst case of the {len(w['attacks'])} above", ""]
                 + [_pct(w["robust_accuracy"][str(b)]) for b in budgets]
                 + ["", "", "", ""]
             )

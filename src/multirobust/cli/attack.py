@@ -325,12 +325,13 @@ def _remote(
         if local is not None
         else load_data(str(data_source.dataset), split, n, data_root, download)
     )
-    sources = []
+    sources, urls = [], []
     try:
         for i, url in enumerate(remotes):
             key = keys[i] if len(keys) > 1 else (keys[0] if keys else None)
             remote = RemoteModel(url, key=key, budget=max_queries)
-            sources.append(Source(f"{remote.base}/v2/models/{remote.name}", remote, remote.output))
+            urls.append(f"{remote.base}/v2/models/{remote.name}")
+            sources.append(Source(f"API {remote.name}", remote, remote.output))
     except (ValueError, RemoteError) as err:
         raise click.ClickException(str(err)) from None
     if local is not None:
@@ -357,7 +358,13 @@ def _remote(
             seed=seed,
             resume_dir=folder / "resume",
             progress=not quiet,
-            settings={"dataset": ds.name, "split": split, "offset": 0, "max_queries": max_queries},
+            settings={
+                "remotes": urls,
+                "dataset": ds.name,
+                "split": split,
+                "offset": 0,
+                "max_queries": max_queries,
+            },
         )
     except (ValueError, TypeError, QueryBudgetExceeded, RemoteError, RuntimeError) as err:
         raise click.ClickException(
