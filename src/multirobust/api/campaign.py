@@ -27,6 +27,7 @@ from ..threats import LpBall, Threat, parse
 from .lockstep import Trace, trace_attack
 from .report import AttackRun, RemoteReport
 from .transfer import transfer_attack
+from .transfer import transfer_options as transfer_defaults
 
 #: Attacks run by default under each ℓp threat: every black-box attack that supports it.
 DEFAULT_ATTACKS = ("square", "sparse-rs", "rays", "hopskipjump")
@@ -189,7 +190,7 @@ def run_campaign(
                 )
             if surrogate is not None:
                 key = f"{threat}-{si}-transfer".replace(":", "_")
-                topts = {"steps": 100, **(transfer_options or {})}
+                topts = transfer_defaults(transfer, transfer_options)
 
                 def run_t(
                     xs: torch.Tensor,

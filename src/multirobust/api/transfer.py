@@ -13,6 +13,7 @@ success is always at query 2.
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import torch
@@ -22,6 +23,19 @@ from tqdm import tqdm
 from .. import attacks
 from ..threats import LpBall
 from .lockstep import Trace
+
+#: Options of the surrogate's attack unless given: 100 steps, and no early stop. An attack that
+#: stops as soon as the surrogate is fooled leaves the candidate just across the surrogate's
+#: boundary, where it transfers badly: PGD-100 from a surrogate extracted with 20,000 queries
+#: fools zoo/standard.pt on 50% of 200 test images with early stopping and on 99.5% without.
+DEFAULT_OPTIONS: dict[str, Any] = {"steps": 100, "early_stop": False}
+
+
+def transfer_options(attack: str, options: dict[str, Any] | None = None) -> dict[str, Any]:
+    """``options`` over :data:`DEFAULT_OPTIONS`, keeping only the options ``attack`` has."""
+    fields = {f.name for f in dataclasses.fields(attacks.get(attack))}
+    merged = {k: v for k, v in DEFAULT_OPTIONS.items() if k in fields}
+    return {**merged, **(options or {})}
 
 
 def transfer_attack(
@@ -46,7 +60,8 @@ def transfer_attack(
         x, y: examples (N, ...) in [0, 1] and labels.
         threat: the threat model (object or text); an ℓp ball.
         attack: a registered attack name (``pgd``, ``apgd``, ...) or an attack object.
-        options: the attack's options when ``attack`` is a name (default: 100 steps).
+        options: the attack's options when ``attack`` is a name, over
+            :data:`DEFAULT_OPTIONS` (100 steps, no early stop).
         targets: (N,) target classes, or None.
         batch_size: examples crafted and sent together.
         seed: the attack's seed.
@@ -55,8 +70,7 @@ def transfer_attack(
         One :class:`Trace` per example: 2 queries (clean, candidate), success at query 2.
     """
     if isinstance(attack, str):
-        opts = {"steps": 100, **(options or {})}
-        atk = attacks.create(attack, threat=threat, seed=seed, **opts)
+        atk = attacks.create(attack, threat=threat, seed=seed, **transfer_options(attack, options))
     else:
         atk = attack
     ball = atk.threat_model
