@@ -309,7 +309,7 @@ def test_extract_command(server, tmp_path):
     result = json.loads((out / "extraction.json").read_text())
     assert [p["queries"] for p in result["points"]] == [60, 120]
     assert result["transfer"]["linf:0.3"]["queries"] == 20  # one clean query, one candidate
-    assert result["settings"]["queries_spent"] == 140
+    assert result["settings"]["queries_this_run"] == 140
     assert 'id="points"' in (out / "extraction.html").read_text()
     usage = httpx.get(f"{server.url}/v2/usage", headers={"Authorization": f"Bearer {key}"}).json()
     assert usage["queries_answered"] == 140

@@ -192,7 +192,7 @@ def command(
             f"{err} (answers paid for are saved: rerun with --resume)"
         ) from None
     result.settings["victim"] = f"{victim.base}/v2/models/{victim.name} ({victim.output})"
-    result.settings["queries_spent"] = victim.queries
+    result.settings["queries_this_run"] = victim.queries  # a resumed run re-pays nothing
     data_out = result.to_dict()
     write_json_atomic(folder / "extraction.json", data_out)
     write_atomic(folder / "extraction.html", render_extraction(data_out))
