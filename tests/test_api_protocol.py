@@ -100,3 +100,28 @@ def test_ledger_reserve_answer_fail_replay(tmp_path):
     # A crash leaves a reservation behind: recovered as interrupted, not counted.
     book.reserve("k", 1)
     assert book.recover() == 1 and book.spent("k") == 3
+
+
+class Flaky(torch.nn.Module):
+    """Fails on an all-zero image, returns NaN logits on an all-one image."""
+
+    def forward(self, x):
+        if bool((x.flatten(1).sum(1) == 0).any()):
+            raise RuntimeError("boom")
+        z = x.flatten(1)[:, :3] * 10
+        return torch.where((x.flatten(1).min(1).values == 1).unsqueeze(1), float("nan"), z)
+
+
+def test_a_failed_inference_is_not_counted(tmp_path):
+    from multirobust.api import ApiError, ServerSettings, Service
+
+    settings = ServerSettings(name="m", input_shape=(1, 3, 3), num_classes=3, budget=10)
+    service = Service(Flaky(), settings, Ledger(tmp_path / "l.sqlite"))
+    for fill, detail in ((0.0, "boom"), (1.0, "NaN")):
+        with pytest.raises(ApiError, match="nothing was counted") as err:
+            service.infer("k", _body(np.full((2, 1, 3, 3), fill, np.float32)))
+        assert err.value.status == 500
+        assert service.ledger.spent("k") == 0
+        assert detail in service.ledger.rows("k")[0]["reason"]
+    reply = json.loads(service.infer("k", _body(np.full((2, 1, 3, 3), 0.5, np.float32))))
+    assert reply["outputs"][0]["shape"] == [2, 3] and service.ledger.spent("k") == 2
