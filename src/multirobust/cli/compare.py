@@ -6,8 +6,8 @@ from pathlib import Path
 
 import click
 
-from ..robustness.compare import CompareError, compare
-from ..robustness.leaderboard import Entry, Leaderboard, LeaderboardError, default_path
+from ..reports.compare import CompareError, compare
+from ..reports.leaderboard import Entry, Leaderboard, LeaderboardError, default_path
 from . import options
 
 __all__ = ["command"]

@@ -12,7 +12,7 @@ from ..evaluation import distributed as _dist
 from ..evaluation import presets
 from ..evaluation.curves import curve
 from ..evaluation.runner import evaluate
-from ..robustness.leaderboard import Entry, Leaderboard, LeaderboardError
+from ..reports.leaderboard import Entry, Leaderboard, LeaderboardError
 from ..threats import LpBall
 from . import options
 from ._common import DataSource, ModelSource, load_examples, load_model
