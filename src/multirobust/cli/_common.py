@@ -10,6 +10,7 @@ import json
 import os
 import sys
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import click
@@ -17,6 +18,7 @@ import torch
 from torch import nn
 
 from .. import data, models
+from ..atomic import check_writable_dir
 
 __all__ = [
     "DataSource",
@@ -26,6 +28,7 @@ __all__ = [
     "load_examples",
     "load_model",
     "parse_options",
+    "writable_out",
 ]
 
 
@@ -201,3 +204,11 @@ def load_examples(
         )
     _check_fits(model, ds)
     return ds
+
+
+def writable_out(folder: str | os.PathLike[str]) -> Path:
+    """``--out``, created and proven writable before any long work starts."""
+    try:
+        return check_writable_dir(folder)
+    except OSError as err:
+        raise click.ClickException(str(err)) from None

@@ -13,7 +13,14 @@ from .. import __version__, attacks, threats
 from ..atomic import write_bytes_atomic
 from ..evaluation.attack_run import attack_table, run_attack, save_attack_result
 from . import options
-from ._common import DataSource, ModelSource, load_examples, load_model, parse_options
+from ._common import (
+    DataSource,
+    ModelSource,
+    load_examples,
+    load_model,
+    parse_options,
+    writable_out,
+)
 
 __all__ = ["command"]
 
@@ -68,6 +75,10 @@ def command(
             attacks.get(attack_name)
     except (ValueError, TypeError, FileNotFoundError) as err:
         raise click.ClickException(str(err)) from None
+    if out:
+        writable_out(out)
+    if save_adv:
+        writable_out(Path(save_adv).parent)
     model = load_model(model_source)
     ds = load_examples(data_source, model, split, n, data_root, download)
     try:

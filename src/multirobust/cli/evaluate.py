@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-from pathlib import Path
 
 import click
 
@@ -15,7 +14,7 @@ from ..evaluation.runner import evaluate
 from ..reports.leaderboard import Entry, Leaderboard, LeaderboardError
 from ..threats import LpBall
 from . import options
-from ._common import DataSource, ModelSource, load_examples, load_model
+from ._common import DataSource, ModelSource, load_examples, load_model, writable_out
 
 __all__ = ["CURVE_MULTIPLES", "command"]
 
@@ -109,9 +108,9 @@ def command(
         threat_list = [threats.parse(t) for t in threat_texts]
     except (ValueError, TypeError, FileNotFoundError) as err:
         raise click.ClickException(str(err)) from None
+    out_dir = writable_out(out)
     model = load_model(model_source)
     ds = load_examples(data_source, model, split, n, data_root, download=False)
-    out_dir = Path(out)
     try:
         dev = _dist.device_for(device)
         shard = _dist.init_from_env(dev) if _dist.launched() else None

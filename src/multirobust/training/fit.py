@@ -28,7 +28,7 @@ from torch import nn
 from tqdm import tqdm
 
 from .. import data, models
-from ..atomic import remove_stale_temps
+from ..atomic import check_writable_dir, remove_stale_temps
 from . import distributed
 from .config import ConfigError, TrainConfig
 from .methods import BatchStep, get_method, make_optimizer
@@ -219,6 +219,10 @@ def _prepare(cfg: TrainConfig) -> tuple[data.ImageDataset, data.ImageDataset, li
             static.append(models.load(path).eval())
         except (ValueError, FileNotFoundError) as err:
             raise ConfigError(f"Invalid static_models: {err}") from None
+    try:  # now, not after the first epoch's work
+        check_writable_dir(cfg.out)
+    except OSError as err:
+        raise ConfigError(str(err)) from None
     return train, held_out, static
 
 
