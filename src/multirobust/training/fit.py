@@ -273,7 +273,12 @@ def fit(
     train, held_out, static = _prepare(cfg)
     ctx = distributed.setup()
     try:
-        return _fit(cfg, train, held_out, static, ctx, resume=resume, on_batch=on_batch)
+        result = _fit(cfg, train, held_out, static, ctx, resume=resume, on_batch=on_batch)
+        if ctx is not None:
+            # Every process reaches the end before any tears the group down: a process that
+            # destroys its gloo group while another still talks to it aborts the other one.
+            ctx.barrier()
+        return result
     finally:
         if ctx is not None:
             ctx.close()
