@@ -25,6 +25,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, final
 
@@ -142,6 +143,9 @@ class Context:
         threshold: for a confidence-reduction goal, the probability the true class must fall
             below; None for untargeted and targeted goals.
         clean_logits: (N, C) the model's output at ``x``, already computed by the contract.
+        clean_gradient: for attacks that asked for it (:meth:`Attack._wants_clean_gradient`),
+            a function returning ∇ₓ Σ loss at ``x`` from the contract's own clean forward pass
+            (one backward pass, callable once); None otherwise and in sub-contexts.
     """
 
     model: nn.Module
@@ -155,6 +159,7 @@ class Context:
     counter: _QueryCounter = field(repr=False)
     threshold: float | None = None
     clean_logits: torch.Tensor | None = field(default=None, repr=False)
+    clean_gradient: Callable[[], torch.Tensor] | None = field(default=None, repr=False)
 
     @property
     def decision(self) -> bool:
@@ -172,6 +177,7 @@ class Context:
             targets=None if self.targets is None else self.targets[index],
             goal_met=lambda logits, rows: parent(logits, index[rows]),
             clean_logits=None if self.clean_logits is None else self.clean_logits[index],
+            clean_gradient=None,
         )
 
     def met(self, logits: torch.Tensor, rows: torch.Tensor | None = None) -> torch.Tensor:
@@ -252,9 +258,10 @@ def validate_inputs(x: Any, y: Any) -> None:
         )
     if y.is_floating_point() or y.dtype == torch.bool:
         raise ValueError(f"y must hold integer class indices, got dtype {y.dtype}")
-    if not torch.isfinite(x).all():
+    # One pass over x: the extremes are NaN or infinite exactly when some value is.
+    lo, hi = (float(v) for v in torch.aminmax(x))
+    if not (math.isfinite(lo) and math.isfinite(hi)):
         raise ValueError("x contains NaN or infinite values")
-    lo, hi = float(x.min()), float(x.max())
     if lo < -1e-6 or hi > 1 + 1e-6:
         raise ValueError(
             f"x has values outside [0, 1] (min {lo:.4g}, max {hi:.4g}): attacks take raw images "
@@ -330,6 +337,8 @@ class _Batch:
     clean_logits: torch.Tensor
     goal: ResolvedGoal
     generator: torch.Generator
+    #: (leaf input, output with its autograd graph) when the clean pass kept its graph.
+    graph: tuple[torch.Tensor, torch.Tensor] | None = None
 
     @property
     def todo(self) -> torch.Tensor:
@@ -339,6 +348,16 @@ class _Batch:
 
     def context(self, rows: torch.Tensor, threat: Threat, loss: losses.Loss) -> Context:
         goal = self.goal
+        clean_gradient = None
+        if self.graph is not None:
+            leaf, out = self.graph
+            targets = None if goal.targets is None else goal.targets[rows]
+
+            def clean_gradient() -> torch.Tensor:
+                value = loss(out[rows], self.y[rows], targets).sum()
+                (grad,) = torch.autograd.grad(value, leaf)
+                return grad[rows]
+
         return Context(
             model=self.counter,
             x=self.x[rows],
@@ -351,6 +370,7 @@ class _Batch:
             counter=self.counter,
             threshold=goal.threshold,
             clean_logits=self.clean_logits[rows],
+            clean_gradient=clean_gradient,
         )
 
 
@@ -369,21 +389,39 @@ def _begin(
     check_model_inputs(model, x)
     if generator is None:
         generator = torch.Generator(device=x.device).manual_seed(seed)
-    x = x.detach().clone()
+    # No copy: nothing writes into x (the contract suite checks that inputs stay untouched).
+    x = x.detach()
     y = y.detach().to(device=x.device, dtype=torch.long)
     return x, y, the_goal, generator
 
 
 def _clean_pass(
-    model: nn.Module, x: torch.Tensor, y: torch.Tensor, goal: Goal, generator: torch.Generator
+    model: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    goal: Goal,
+    generator: torch.Generator,
+    keep_graph: bool = False,
 ) -> _Batch:
-    """The clean forward pass (model in attack mode): outputs and labels checked, goal resolved."""
+    """The clean forward pass (model in attack mode): outputs and labels checked, goal resolved.
+
+    With ``keep_graph`` the pass keeps its autograd graph, so that an attack whose first
+    gradient is at ``x`` (FGSM) takes it from this pass instead of a second forward pass.
+    """
     counter = _QueryCounter(model)
-    with torch.no_grad():
-        clean = counter(x)
+    graph = None
+    if keep_graph:
+        leaf = x.detach().requires_grad_(True)
+        with torch.enable_grad():
+            out = counter(leaf)
+        graph = (leaf, out)
+        clean = out.detach()
+    else:
+        with torch.no_grad():
+            clean = counter(x)
     check_logits(clean, x.shape[0])
     check_labels(y, clean.shape[1])
-    return _Batch(x, y, counter, clean, goal.resolve(clean, y, generator), generator)
+    return _Batch(x, y, counter, clean, goal.resolve(clean, y, generator), generator, graph)
 
 
 def _supported_text(kinds: tuple[type[Threat], ...]) -> str:
@@ -514,7 +552,13 @@ class Attack(_Configured):
         """
         x, y, the_goal, generator = _begin(model, x, y, goal, targets, generator, self.seed)
         with attack_mode(model):
-            return self._attack(_clean_pass(model, x, y, the_goal, generator))
+            keep = self._wants_clean_gradient()
+            return self._attack(_clean_pass(model, x, y, the_goal, generator, keep))
+
+    def _wants_clean_gradient(self) -> bool:
+        """True for attacks whose first gradient is taken at the clean input: the contract then
+        keeps the clean pass's graph and offers ``ctx.clean_gradient``."""
+        return False
 
     def _attack(self, batch: _Batch) -> AttackResult:
         threat = self.threat_model

@@ -227,10 +227,17 @@ class FGSM(Attack):
         if self.step_size is not None:
             check_nonneg("step_size", self.step_size)
 
+    def _wants_clean_gradient(self) -> bool:
+        # From the clean input the one gradient is the contract's clean pass: no second forward.
+        return not self.random_start
+
     def _run(self, ctx: Context) -> tuple[torch.Tensor, ThreatParams | None]:
         threat = ctx.ball
         start = threat.random_init(ctx.x, ctx.generator) if self.random_start else ctx.x
-        grad, _, _ = input_gradient(ctx.model, start, ctx.y, ctx.loss, ctx.targets)
+        if ctx.clean_gradient is not None and not self.random_start:
+            grad = ctx.clean_gradient()
+        else:
+            grad, _, _ = input_gradient(ctx.model, start, ctx.y, ctx.loss, ctx.targets)
         alpha = threat.eps if self.step_size is None else self.step_size
         return threat.step(start, ctx.x, grad, alpha), None
 

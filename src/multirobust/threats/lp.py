@@ -101,7 +101,10 @@ class LpBall(Threat):
         atol: float = 1e-5,
         params: ThreatParams | None = None,
     ) -> torch.Tensor:
-        norms = self.norm(x_adv.to(torch.float64) - x.to(torch.float64))
+        # At least float32: its rounding (~1e-7 relative, even summed over a large image) is far
+        # below any tolerance used here, and a float64 copy of the batch would cost more.
+        dtype = torch.promote_types(x_adv.dtype, torch.float32)
+        norms = self.norm(x_adv.to(dtype) - x.to(dtype))
         return (norms <= self.eps * (1 + atol) + atol) & self.in_box(x_adv, atol)
 
     def project(
