@@ -50,8 +50,9 @@ class WithinBudget(Attack):
     def with_options(self, **changes: Any) -> WithinBudget:
         """A copy with options of the minimum-norm attack (or ``threat``) changed."""
         threat = changes.pop("threat", self.threat)
+        seed = changes.get("seed", self.seed)
         return dataclasses.replace(
-            self, threat=threat, attack=dataclasses.replace(self.attack, **changes)
+            self, threat=threat, seed=seed, attack=dataclasses.replace(self.attack, **changes)
         )
 
     def _run(self, ctx: Context) -> tuple[torch.Tensor, ThreatParams | None]:

@@ -254,21 +254,25 @@ class L2Ball(LpBall):
         t_lo = (eps2 / norm2.clamp_min(tiny)).sqrt().clamp(max=1.0)
         t_hi = (eps2 / clip2.clamp_min(tiny)).sqrt().clamp(max=1.0)
         inside = clip2 <= eps2
-        # Fast path: where the rescaled point t_lo·d is already in the box, it is the projection
-        # (φ(t_lo) = eps², and φ only grows past t_lo), which is the common case inside PGD.
-        # On the CPU the host sync that decides it is free and skips the loops' ~8 passes over
-        # the batch; on an accelerator the loops are cheap and a sync would stall the queue.
-        if delta.device.type == "cpu" and bool(
-            (inside | (t_lo.unsqueeze(1) * a <= cap).all(1)).all()
-        ):
+        # On the CPU a host sync is free, so two shortcuts that give the very same answer apply
+        # (on an accelerator the loops are cheap and a sync would stall the queue):
+        # - where the rescaled point t_lo·d is already in the box, it is the projection
+        #   (φ(t_lo) = eps², and φ only grows past t_lo): no loop at all;
+        # - once an active-set step leaves t_lo unchanged, every later one does too (same
+        #   capped set, same step), so the loop stops there.
+        on_cpu = delta.device.type == "cpu"
+        if on_cpu and bool((inside | (t_lo.unsqueeze(1) * a <= cap).all(1)).all()):
             t = torch.where(inside, torch.ones_like(t_lo), t_lo)
             return torch.maximum(torch.minimum(delta * per_example(t, delta), hi), lo)
         for _ in range(self._active_set_steps):
             capped = t_lo.unsqueeze(1) * a >= cap
-            fixed = torch.where(capped, cap2, torch.zeros_like(cap2)).sum(1)
-            free = torch.where(capped, torch.zeros_like(a2), a2).sum(1)
+            fixed = torch.where(capped, cap2, 0.0).sum(1)
+            free = torch.where(capped, 0.0, a2).sum(1)
             step = ((eps2 - fixed).clamp_min(0.0) / free.clamp_min(tiny)).sqrt()
-            t_lo = torch.maximum(t_lo, torch.minimum(step, t_hi))
+            t_next = torch.maximum(t_lo, torch.minimum(step, t_hi))
+            if on_cpu and torch.equal(t_next, t_lo):
+                break
+            t_lo = t_next
         for _ in range(self._bisection_steps):
             t = (t_lo + t_hi) / 2
             phi = torch.minimum(t.unsqueeze(1).pow(2) * a2, cap2).sum(1)
