@@ -324,7 +324,7 @@ def test_attack_remote_usage_errors(tmp_path):
         return CliRunner().invoke(main, text.split())
 
     r = run("attack --threat linf:0.3")
-    assert r.exit_code != 0 and "Missing option '--checkpoint'" in r.output
+    assert r.exit_code != 0 and "Pass either --checkpoint FILE" in r.output
     r = run(f"attack --checkpoint {ZOO / 'standard.pt'} --threat linf:0.3 --key k --n 2")
     assert r.exit_code != 0 and "--key only apply with --remote URL" in r.output
     r = run("attack --remote http://127.0.0.1:9 --threat linf:0.3 --dataset mnist")

@@ -29,11 +29,11 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 
-from ..threats import LpBall, Threat
+from ..threats import L2Ball, LinfBall, Threat
 from .base import Attack, Context, check_positive, check_positive_int
 from .decision import LabelOracle
 from .registry import register
@@ -70,7 +70,7 @@ class HopSkipJump(Attack):
         any (N, ...) input in [0, 1].
     """
 
-    name = "hopskipjump"
+    supported_threats: ClassVar[tuple[type[Threat], ...]] = (L2Ball, LinfBall)
     steps: int = 10000
     init_evals: int = 100
     max_evals: int = 10000
@@ -79,23 +79,10 @@ class HopSkipJump(Attack):
     batch_size: int = 1024
     early_stop: bool = True
 
-    @classmethod
-    def supports(cls, threat: Threat) -> bool:
-        return isinstance(threat, LpBall) and threat.p in (2.0, math.inf)
-
-    @classmethod
-    def supported_description(cls) -> str:
-        return "supported: ℓ2 and ℓ∞ balls and unions of them"
-
     def _validate(self) -> None:
         for name in ("steps", "init_evals", "max_evals", "init_tries", "batch_size"):
             check_positive_int(name, getattr(self, name))
         check_positive("gamma", self.gamma)
-        if self.goal != "misclassify":
-            raise ValueError(
-                f"Invalid goal for {self.name}: {self.goal!r} (a decision-based attack sees only "
-                "the label; allowed: misclassify, with or without targets)"
-            )
 
     # ------------------------------------------------------------------ geometry per norm
     def _point(
@@ -194,8 +181,7 @@ class HopSkipJump(Attack):
 
     # ------------------------------------------------------------------ the attack
     def _run(self, ctx: Context) -> tuple[torch.Tensor, Any]:
-        threat = ctx.threat
-        assert isinstance(threat, LpBall)
+        threat = ctx.ball
         linf = math.isinf(threat.p)
         x, g = ctx.x, ctx.generator
         n = x.shape[0]
@@ -219,11 +205,11 @@ class HopSkipJump(Attack):
             adv[rows[hit]] = noise[hit]
             have[rows[hit]] = True
         rows = have.nonzero().flatten()
-        if rows.numel():
-            adv[rows] = self._boundary(oracle, linf, theta, x[rows], adv[rows], rows)
-        best = adv.clone()
         best_norm = torch.full((n,), math.inf, device=x.device, dtype=x.dtype)
-        best_norm[rows] = dist(adv[rows], rows)
+        if rows.numel():  # (no example may have found a starting point)
+            adv[rows] = self._boundary(oracle, linf, theta, x[rows], adv[rows], rows)
+            best_norm[rows] = dist(adv[rows], rows)
+        best = adv.clone()
 
         t = 0
         while True:

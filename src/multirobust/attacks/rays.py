@@ -22,11 +22,11 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 
-from ..threats import LpBall, Threat
+from ..threats import LinfBall, Threat
 from .base import Attack, Context, check_positive, check_positive_int
 from .decision import LabelOracle
 from .registry import register
@@ -47,33 +47,19 @@ class RayS(Attack):
         any (N, ...) input in [0, 1]; blocks are runs of the flattened coordinates.
     """
 
-    name = "rays"
+    supported_threats: ClassVar[tuple[type[Threat], ...]] = (LinfBall,)
     steps: int = 10000
     tol: float = 1e-4
     batch_size: int = 1024
     early_stop: bool = True
 
-    @classmethod
-    def supports(cls, threat: Threat) -> bool:
-        return isinstance(threat, LpBall) and math.isinf(threat.p)
-
-    @classmethod
-    def supported_description(cls) -> str:
-        return "supported: ℓ∞ balls and unions of them"
-
     def _validate(self) -> None:
         check_positive_int("steps", self.steps)
         check_positive_int("batch_size", self.batch_size)
         check_positive("tol", self.tol)
-        if self.goal != "misclassify":
-            raise ValueError(
-                f"Invalid goal for {self.name}: {self.goal!r} (a decision-based attack sees only "
-                "the label; allowed: misclassify, with or without targets)"
-            )
 
     def _run(self, ctx: Context) -> tuple[torch.Tensor, Any]:
-        threat = ctx.threat
-        assert isinstance(threat, LpBall)
+        threat = ctx.ball
         eps = threat.eps if self.early_stop else -1.0
         x = ctx.x.flatten(1)
         n, d = x.shape

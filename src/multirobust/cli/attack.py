@@ -14,8 +14,8 @@ from pathlib import Path
 import click
 import torch
 
-from .. import __version__, attacks, threats
-from ..atomic import check_writable_dir, write_bytes_atomic
+from .. import __version__, attacks, data, threats
+from ..atomic import write_bytes_atomic
 from ..evaluation.attack_run import attack_table, run_attack, save_attack_result
 from . import options
 from ._common import (
@@ -25,6 +25,7 @@ from ._common import (
     load_examples,
     load_model,
     parse_options,
+    writable_out,
 )
 
 __all__ = ["command"]
@@ -193,7 +194,8 @@ def command(
         raise click.UsageError(f"{', '.join(given)} only apply with --remote URL")
     if model_source is None:
         raise click.UsageError(
-            "Missing option '--checkpoint' (or --remote URL to attack a served model)"
+            "Pass either --checkpoint FILE (a multirobust checkpoint) or --model "
+            "package.module:factory (your own model), or --remote URL to attack a served model"
         )
     try:
         threat_list = [threats.parse(t) for t in threat_texts]
@@ -202,6 +204,10 @@ def command(
             attacks.get(attack_name)
     except (ValueError, TypeError, FileNotFoundError) as err:
         raise click.ClickException(str(err)) from None
+    if out:
+        writable_out(out)
+    if save_adv:
+        writable_out(Path(save_adv).parent)
     model = load_model(model_source)
     ds = load_examples(data_source, model, split, n, data_root, download)
     try:
@@ -312,19 +318,23 @@ def _remote(
     except (ValueError, TypeError) as err:
         raise click.ClickException(str(err)) from None
     report_budgets = _budgets(budgets, budget)
-    folder = check_writable_dir(out)
+    folder = writable_out(out)
     if (folder / "resume" / "campaign.json").exists() and not resume:
         raise click.UsageError(
             f"{folder} holds an earlier run: pass --resume to continue it, or another --out"
         )
     local = load_model(model_source) if model_source is not None else None
-    if local is None and not data_source.dataset:
-        raise click.UsageError("--remote without --checkpoint needs --dataset")
-    ds = (
-        load_examples(data_source, local, split, n, data_root, download)
-        if local is not None
-        else load_data(str(data_source.dataset), split, n, data_root, download)
-    )
+    if local is not None:
+        ds = load_examples(data_source, local, split, n, data_root, download)
+    elif data_source.file is not None:
+        try:
+            ds = data.load_npz(data_source.file, limit=n)
+        except (ValueError, FileNotFoundError) as err:
+            raise click.ClickException(str(err)) from None
+    elif data_source.dataset is not None:
+        ds = load_data(data_source.dataset, split, n, data_root, download)
+    else:
+        raise click.UsageError("--remote without --checkpoint needs --dataset or --data")
     sources, urls = [], []
     try:
         for i, url in enumerate(remotes):

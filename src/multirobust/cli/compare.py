@@ -6,9 +6,10 @@ from pathlib import Path
 
 import click
 
-from ..robustness.compare import CompareError, compare
-from ..robustness.leaderboard import Entry, Leaderboard, LeaderboardError, default_path
+from ..reports.compare import CompareError, compare
+from ..reports.leaderboard import Entry, Leaderboard, LeaderboardError, default_path
 from . import options
+from ._common import writable_out
 
 __all__ = ["command"]
 
@@ -24,6 +25,7 @@ def command(reports: tuple[str, ...], out: str, db: str | None, no_db: bool) -> 
     REPORTS are report.json files written by `multirobust evaluate`, or the run folders that
     hold them. Each is also recorded in the leaderboard (unless --no-db).
     """
+    writable_out(out)
     try:
         models, summary = compare(list(reports), out)
     except CompareError as err:

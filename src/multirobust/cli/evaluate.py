@@ -3,26 +3,21 @@
 from __future__ import annotations
 
 import logging
-from pathlib import Path
 
 import click
 
 from .. import threats
 from ..evaluation import distributed as _dist
 from ..evaluation import presets
-from ..evaluation.curves import curve
 from ..evaluation.runner import evaluate
-from ..robustness.leaderboard import Entry, Leaderboard, LeaderboardError
-from ..threats import LpBall
+from ..evaluation.threat_curves import threat_curves
+from ..reports.leaderboard import Entry, Leaderboard, LeaderboardError
 from . import options
-from ._common import DataSource, ModelSource, load_examples, load_model
+from ._common import DataSource, ModelSource, load_examples, load_model, writable_out
 
-__all__ = ["CURVE_MULTIPLES", "command"]
+__all__ = ["command"]
 
 log = logging.getLogger(__name__)
-
-#: Points of the accuracy-vs-ε curves, as multiples of the evaluated ε.
-CURVE_MULTIPLES = (0.0, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0)
 
 
 @click.command("evaluate")
@@ -109,9 +104,9 @@ def command(
         threat_list = [threats.parse(t) for t in threat_texts]
     except (ValueError, TypeError, FileNotFoundError) as err:
         raise click.ClickException(str(err)) from None
+    out_dir = writable_out(out)
     model = load_model(model_source)
     ds = load_examples(data_source, model, split, n, data_root, download=False)
-    out_dir = Path(out)
     try:
         dev = _dist.device_for(device)
         shard = _dist.init_from_env(dev) if _dist.launched() else None
@@ -132,27 +127,16 @@ def command(
             distributed=shard is not None,
         )
         if curves:
-            eps_by_kind: dict[str, set[float]] = {}
-            for t in threat_list:
-                if isinstance(t, LpBall):
-                    eps_by_kind.setdefault(t.name, set()).update(
-                        round(k * t.eps, 6) for k in CURVE_MULTIPLES
-                    )
-            for kind, eps in sorted(eps_by_kind.items()):
-                report.curves.append(
-                    curve(
-                        model,
-                        ds.images[:curve_n],
-                        ds.labels[:curve_n],
-                        threat_type=kind,
-                        eps_list=sorted(eps),
-                        preset="quick",
-                        batch_size=batch_size,
-                        seed=seed,
-                        progress=not quiet,
-                        distributed=shard is not None,
-                    )
-                )
+            report.curves += threat_curves(
+                model,
+                ds.images[:curve_n],
+                ds.labels[:curve_n],
+                threat_list,
+                batch_size=batch_size,
+                seed=seed,
+                progress=not quiet,
+                distributed=shard is not None,
+            )
     except (ValueError, TypeError) as err:
         raise click.ClickException(str(err)) from None
     finally:

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import click
 
-from ..robustness.compare import CompareError, load_models
-from ..robustness.leaderboard import (
+from ..reports.compare import CompareError, load_models
+from ..reports.leaderboard import (
     Entry,
     Leaderboard,
     LeaderboardError,

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import platform
-from pathlib import Path
 
 import click
 import torch
@@ -12,7 +11,14 @@ from .. import __version__
 from ..attacks.optimizers import OPTIMIZERS
 from ..robustness.optimizer_study import optimizer_study, study_table, write_study
 from . import options
-from ._common import DataSource, ModelSource, load_examples, load_model, parse_options
+from ._common import (
+    DataSource,
+    ModelSource,
+    load_examples,
+    load_model,
+    parse_options,
+    writable_out,
+)
 
 __all__ = ["command"]
 
@@ -58,6 +64,7 @@ def command(
     """Run a Carlini–Wagner attack once per inner optimiser; write study.json and study.html."""
     names = tuple(o.strip() for o in optimizers.split(",") if o.strip())
     attack_options = parse_options(option_pairs)
+    out_dir = writable_out(out)
     model = load_model(model_source)
     ds = load_examples(data_source, model, split, n, data_root)
     try:
@@ -86,7 +93,6 @@ def command(
         "python": platform.python_version(),
         "threads": torch.get_num_threads(),
     }
-    out_dir = Path(out)
     write_study(result, ds.images, out_dir, examples)
     click.echo(study_table(result))
     click.echo(f"saved {out_dir / 'study.json'} and {out_dir / 'study.html'}")

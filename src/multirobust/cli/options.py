@@ -3,8 +3,8 @@
 Use them like click's own::
 
     @click.command("mycommand")
-    @options.model_source()          # --checkpoint -> model_source: ModelSource
-    @options.data_source()           # --dataset    -> data_source: DataSource
+    @options.model_source()          # --checkpoint | --model ... -> model_source: ModelSource
+    @options.data_source()           # --dataset | --data FILE   -> data_source: DataSource
     @options.threats(required=True)  # --threat (repeatable) -> threat_texts
     @options.n(default=1000)
     @options.batch_size(default=500)
@@ -81,34 +81,67 @@ def _bundle(
 def model_source(
     *, help: str = "Checkpoint written by multirobust (models.save).", required: bool = True
 ) -> Decorator[Any]:
-    """``--checkpoint FILE``, handed to the command as ``model_source: ModelSource`` (or None
-    when not ``required`` and not given)."""
+    """``--checkpoint FILE``, or your own ``--model package.module:factory`` with
+    ``--model-arg KEY=VALUE`` and ``--weights FILE``; handed to the command as
+    ``model_source: ModelSource`` (load it with ``_common.load_model``), or None when not
+    ``required`` and none of them is given."""
     return _bundle(
         "model_source",
         ModelSource if required else _optional_model_source,
-        ("checkpoint",),
+        ("checkpoint", "model", "model_args", "weights"),
         [
+            click.option("--checkpoint", type=click.Path(dir_okay=False), default=None, help=help),
             click.option(
-                "--checkpoint",
-                required=required,
+                "--model",
+                default=None,
+                metavar="MODULE:FACTORY",
+                help="Your own model instead of --checkpoint: an importable package.module:"
+                "factory returning an nn.Module that takes [0, 1] images and returns logits.",
+            ),
+            click.option(
+                "--model-arg",
+                "model_args",
+                multiple=True,
+                metavar="KEY=VALUE",
+                help="Argument of the --model factory (JSON values). Repeatable.",
+            ),
+            click.option(
+                "--weights",
                 type=click.Path(dir_okay=False),
-                help=help or None,
-            )
+                default=None,
+                help="Weights for --model: .safetensors, or a state dict saved with torch.save "
+                "(read with weights_only=True).",
+            ),
         ],
     )
 
 
-def _optional_model_source(checkpoint: str | None) -> ModelSource | None:
-    return None if checkpoint is None else ModelSource(checkpoint)
+def _optional_model_source(
+    checkpoint: str | None, model: str | None, model_args: tuple[str, ...], weights: str | None
+) -> ModelSource | None:
+    if checkpoint is None and model is None and not model_args and weights is None:
+        return None
+    return ModelSource(checkpoint, model, model_args, weights)
 
 
 def data_source(*, help: str = "Dataset name (default: the checkpoint's).") -> Decorator[Any]:
-    """``--dataset NAME``, handed to the command as ``data_source: DataSource``."""
+    """``--dataset NAME`` or your own ``--data FILE.npz``, handed to the command as
+    ``data_source: DataSource`` (load it with ``_common.load_examples``)."""
     return _bundle(
         "data_source",
         DataSource,
-        ("dataset",),
-        [click.option("--dataset", default=None, help=help)],
+        ("dataset", "file"),
+        [
+            click.option("--dataset", default=None, help=help),
+            click.option(
+                "--data",
+                "file",
+                type=click.Path(dir_okay=False),
+                default=None,
+                help="Your own examples instead of --dataset: an .npz with x (N,C,H,W floats "
+                "in [0, 1], or N,H,W,C uint8) and y (integer labels).",
+            ),
+        ],
     )
 
 

@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import click
 import torch
 
 from .. import models
 from ..training import train_standard
 from . import evaluate, options
-from ._common import load_data
+from ._common import load_data, writable_out
 
 __all__ = ["QUICKSTART_CURVE_N", "command"]
 
@@ -53,6 +51,7 @@ def command(
     The evaluation is `multirobust evaluate` with the quick preset under ℓ∞ 0.3, ℓ2 2, ℓ1 10 and
     spatial 30°/3 px, their union, the checks and accuracy-vs-ε curves.
     """
+    out_dir = writable_out(out)
     torch.manual_seed(seed)
     train = load_data("mnist", "train", None, data_root)
     load_data("mnist", "test", n, data_root)  # fetch it now if it is missing
@@ -61,8 +60,6 @@ def command(
     stats = train_standard(
         model, train, epochs=epochs, seconds=seconds, seed=seed, progress=not quiet
     )
-    out_dir = Path(out)
-    out_dir.mkdir(parents=True, exist_ok=True)
     ckpt = out_dir / "model.pt"
     models.save(model, ckpt, dataset="mnist", metadata={"method": "standard", **stats})
     click.echo(f"trained on {stats['examples']} examples in {stats['seconds']:.0f} s; saved {ckpt}")

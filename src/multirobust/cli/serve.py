@@ -36,7 +36,11 @@ def _input_shape(text: str | None, dataset: str | None) -> tuple[int, int, int]:
 @options.model_source(
     help="Checkpoint written by multirobust (models.save); unsafe or corrupt files are refused."
 )
-@click.option("--name", default=None, help="Model name in URLs (default: the file's stem).")
+@click.option(
+    "--name",
+    default=None,
+    help="Model name in URLs (default: the checkpoint's file stem, or the --model factory's name).",
+)
 @options.data_source(help="Dataset (default: the checkpoint's); sets the input shape.")
 @click.option("--input-shape", default=None, help="C,H,W of one image, instead of --dataset.")
 @click.option(
@@ -154,7 +158,11 @@ def command(
             raise click.ClickException(
                 f"The model does not take inputs of shape {shape}: {err}"
             ) from None
-    model_name = name or Path(model_source.checkpoint).stem
+    model_name = name or (
+        Path(model_source.checkpoint).stem
+        if model_source.checkpoint is not None
+        else str(model_source.model).rpartition(":")[2]
+    )
     try:
         settings = ServerSettings(
             name=model_name,

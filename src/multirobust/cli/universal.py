@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import platform
 import time
-from pathlib import Path
 
 import click
 import torch
@@ -14,7 +13,7 @@ from ..attacks.universal import universal_perturbation
 from ..robustness.universal_report import universal_png, universal_summary, write_universal
 from ..threats import L2Ball, LinfBall
 from . import options
-from ._common import DataSource, ModelSource, dataset_of, load_data, load_model
+from ._common import DataSource, ModelSource, load_examples, load_model, writable_out
 
 __all__ = ["command"]
 
@@ -62,10 +61,13 @@ def command(
         raise click.ClickException(str(err)) from None
     if not isinstance(threat, LinfBall | L2Ball):
         raise click.ClickException(f"--threat must be an ℓ∞ or ℓ2 ball, got {threat}")
+    out_dir = writable_out(out)
     model = load_model(model_source)
-    dataset = dataset_of(model, data_source.dataset)
-    train = load_data(dataset, "train", n_train, data_root)
-    test = load_data(dataset, "test", n_test, data_root)
+    # With --data the file's first n_train examples make the perturbation and the next n_test
+    # measure it: held-out images, as with a dataset's train and test splits.
+    train = load_examples(data_source, model, "train", n_train, data_root)
+    skip = train.images.shape[0] if data_source.file is not None else 0
+    test = load_examples(data_source, model, "test", n_test, data_root, skip=skip)
     start = time.perf_counter()
     try:
         res = universal_perturbation(
@@ -87,7 +89,7 @@ def command(
     summary["settings"].update(
         {
             "checkpoint": str(model_source),
-            "dataset": dataset,
+            "dataset": train.name,
             "n_train": train.images.shape[0],
             "n_test": test.images.shape[0],
             "multirobust": __version__,
@@ -95,7 +97,6 @@ def command(
             "python": platform.python_version(),
         }
     )
-    out_dir = Path(out)
     png = universal_png(model, res.perturbation, test.images, test.class_names, 8)
     write_universal(summary, res.perturbation, png, out_dir)
     click.echo(
