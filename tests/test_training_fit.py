@@ -156,6 +156,7 @@ def test_methods_registry():
         "avg",
         "random",
         "msd",
+        "eat",
         "ensemble",
         "distillation",
     ]
