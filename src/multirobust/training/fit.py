@@ -221,6 +221,24 @@ def _prepare(cfg: TrainConfig) -> tuple[data.ImageDataset, data.ImageDataset, li
     return train, held_out, static
 
 
+def _load_init(model: nn.Module, cfg: TrainConfig) -> None:
+    """Start from the weights of ``cfg.init`` (fine-tuning); same architecture required."""
+    assert cfg.init is not None
+    try:
+        ckpt = models.read_checkpoint(cfg.init)
+        if ckpt["arch"] != cfg.arch:
+            raise ConfigError(
+                f"Invalid init: {cfg.init} holds a {ckpt['arch']!r} model, the run trains "
+                f"{cfg.arch!r} (use --arch {ckpt['arch']})"
+            )
+        model.load_state_dict(ckpt["state_dict"])
+    except (ValueError, RuntimeError, FileNotFoundError) as err:
+        if isinstance(err, ConfigError):
+            raise
+        raise ConfigError(f"Invalid init: cannot start from {cfg.init}: {err}") from None
+    log.info("starting from the weights of %s", cfg.init)
+
+
 def fit(
     config: TrainConfig | dict[str, Any],
     *,
@@ -412,9 +430,12 @@ def _fit(
             log.info("resuming %s after epoch %d (step %d)", out, start_epoch, step)
         if ctx is not None:
             history = ctx.broadcast(history)
-    elif main:
-        for name in ("log.jsonl", "log.csv"):
-            (out / name).unlink(missing_ok=True)
+    else:
+        if cfg.init is not None:
+            _load_init(model, cfg)
+        if main:
+            for name in ("log.jsonl", "log.csv"):
+                (out / name).unlink(missing_ok=True)
     # Training forward passes go through DDP (gradients all-reduced), attacks through `model`.
     net: nn.Module = model if ctx is None else distributed.AttackAwareDDP(model)
 
