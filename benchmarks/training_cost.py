@@ -12,8 +12,8 @@ backward pass costs about two forward passes.
         [--replays 4] [--threats linf:0.3,l2:2,l1:10] [--repeats 3] [--methods pgd,max]
         [--json OUT.json] [--markdown OUT.md]
 
-k = --steps, m = --replays, T = the number of --threats (used by max, avg, random and msd;
-the single-threat methods use the first). Free-AT replays each batch m times, so one of its
+k = --steps, m = --replays, T = the number of --threats (used by max, avg, random, msd and
+eat; the single-threat methods use the first). Free-AT replays each batch m times, so one of its
 epochs costs about m standard epochs; Shafahi et al. run epochs/m of them. Ensemble training
 draws its FGSM examples from an untrained copy of the architecture (the cost does not depend
 on the source's weights). Input-only backward passes (attack steps) skip the weight
@@ -65,6 +65,11 @@ THEORY: dict[str, Theory] = {
         k * (t + 1) + 1,
         k + 1,
         "k × (1 fwd+bwd + fwd over T·N candidates) + 1 training pass",
+    ),
+    "eat": lambda k, m, t: (
+        k + 2,
+        k + 1,
+        "k APGD steps on one drawn threat (no backward at the last) + 1 training pass",
     ),
     "ensemble": lambda k, m, t: (3, 3, "FGSM on a source model + training on 2N (clean+adv)"),
     "distillation": lambda k, m, t: (
@@ -129,7 +134,9 @@ def _run(
 ) -> tuple[float, tuple[float, float] | None]:
     """Train a copy of ``init`` on ``batches`` with method ``name``; seconds (and pass counts)."""
     model = copy.deepcopy(init).train()
-    threats = args.threats if name in ("max", "avg", "random", "msd") else args.threats[:1]
+    # Methods that take several threats get them all; the single-threat ones the first.
+    several = get_method(name).threat_count[1] != 1
+    threats = args.threats if several else args.threats[:1]
     cfg = TrainConfig(
         arch=args.arch,
         method=name,
