@@ -71,6 +71,11 @@ THEORY: dict[str, Theory] = {
         k + 1,
         "k APGD steps on one drawn threat (no backward at the last) + 1 training pass",
     ),
+    "max-apgd": lambda k, m, t: (
+        t * (k + 1) + 1,
+        t * k + 1,
+        "T × k APGD steps (worst picked from APGD's losses) + 1 training pass",
+    ),
     "ensemble": lambda k, m, t: (3, 3, "FGSM on a source model + training on 2N (clean+adv)"),
     "distillation": lambda k, m, t: (
         3,

@@ -3,6 +3,7 @@ fixed pass count, the robust flag, and bad inputs."""
 
 import pytest
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from multirobust.attacks.apgd_train import apgd_perturb
@@ -31,10 +32,10 @@ def _setup(d=64, n=3):
 def test_linf_and_l2_reach_the_analytic_optimum_of_a_linear_model():
     model, x, y, w = _setup()
     # ε small enough that the box never binds: the optimum is the unconstrained one.
-    x_adv, _ = apgd_perturb(model, x, y, LinfBall(0.1), steps=5)
+    x_adv, _, _ = apgd_perturb(model, x, y, LinfBall(0.1), steps=5)
     expected = x - 0.1 * w.sign().view(1, 1, 8, 8)
     assert torch.allclose(x_adv, expected, atol=1e-6)
-    x_adv, _ = apgd_perturb(model, x, y, L2Ball(0.4), steps=5)
+    x_adv, _, _ = apgd_perturb(model, x, y, L2Ball(0.4), steps=5)
     expected = x - 0.4 * (w / w.norm()).view(1, 1, 8, 8)
     # The ℓ2 steps follow the same direction; a 1e-4 margin covers the projection's rounding.
     assert torch.allclose(x_adv, expected, atol=1e-4)
@@ -43,7 +44,7 @@ def test_linf_and_l2_reach_the_analytic_optimum_of_a_linear_model():
 def test_l1_with_adaptive_sparsity_fills_the_largest_weights_up_to_the_box():
     model, x, y, w = _setup()
     eps = 3.0  # at 0.5 of room per coordinate: the optimum moves the 6 largest |w_i| fully
-    x_adv, _ = apgd_perturb(model, x, y, L1Ball(eps), steps=5)
+    x_adv, _, _ = apgd_perturb(model, x, y, L1Ball(eps), steps=5)
     delta = (x_adv - x).flatten(1)
     best = w.abs().sort(descending=True).values
     optimum = 0.5 * best[:6].sum()
@@ -76,12 +77,15 @@ def test_cost_is_steps_plus_one_forward_and_steps_backward(threat, steps):
     x = torch.rand(5, 1, 8, 8, generator=torch.Generator().manual_seed(1))
     y = torch.arange(5)
     counter = _Counter(model)
-    x_adv, robust = apgd_perturb(model, x, y, threat, steps=steps)
+    x_adv, robust, loss = apgd_perturb(model, x, y, threat, steps=steps)
     assert (counter.forward, counter.backward) == (steps + 1, steps)
+    with torch.no_grad():
+        ce = F.cross_entropy(model(x_adv), y, reduction="none")
+    assert torch.allclose(loss, ce, atol=1e-5)
     ball = {"linf:0.3": LinfBall(0.3), "l2:2": L2Ball(2.0), "l1:10": L1Ball(10.0)}[threat]
     assert bool(ball.contains(x_adv, x).all())
     assert x_adv.shape == x.shape and x_adv.dtype == x.dtype and robust.shape == (5,)
-    again, _ = apgd_perturb(model, x, y, threat, steps=steps)
+    again, _, _ = apgd_perturb(model, x, y, threat, steps=steps)
     assert torch.equal(x_adv, again)
 
 
@@ -95,18 +99,18 @@ def test_robust_flag_is_correct_at_every_iterate():
     x = torch.rand(6, 1, 8, 8, generator=torch.Generator().manual_seed(2))
     y = torch.tensor([0, 1, 0, 2, 0, 1])
     for threat in ("linf:0.3", "l1:10"):
-        _, robust = apgd_perturb(model, x, y, threat, steps=4)
+        _, robust, _ = apgd_perturb(model, x, y, threat, steps=4)
         assert robust.tolist() == [True, False, True, False, True, False]
 
 
 def test_random_start_and_zero_eps():
     model, x, y, _ = _setup()
-    x_adv, _ = apgd_perturb(model, x, y, "linf:0", steps=3)
+    x_adv, _, _ = apgd_perturb(model, x, y, "linf:0", steps=3)
     assert torch.equal(x_adv, x)
-    a, _ = apgd_perturb(
+    a, _, _ = apgd_perturb(
         model, x, y, "l2:1", steps=1, random_start=True, generator=torch.Generator().manual_seed(4)
     )
-    b, _ = apgd_perturb(
+    b, _, _ = apgd_perturb(
         model, x, y, "l2:1", steps=1, random_start=True, generator=torch.Generator().manual_seed(4)
     )
     assert torch.equal(a, b) and bool(L2Ball(1.0).contains(a, x).all())

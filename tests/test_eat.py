@@ -9,9 +9,11 @@ from _helpers import tiny_run
 from torch import nn
 
 from multirobust import models
+from multirobust.attacks.apgd_train import apgd_perturb
 from multirobust.threats import L1Ball, LinfBall
 from multirobust.training import ConfigError, TrainConfig, fit, get_method
 from multirobust.training.eat import EAT, extreme_threats
+from multirobust.training.max_apgd import max_apgd_loss
 
 
 def test_probabilities_follow_a_scripted_history_of_robust_errors():
@@ -151,3 +153,25 @@ def test_bad_init_fails_before_training(tmp_path):
     models.save(other, tmp_path / "madry.pt", dataset="mnist")
     with pytest.raises(ConfigError, match="holds a 'madry_cnn' model, the run trains 'small_cnn'"):
         fit(TrainConfig(**tiny_run(tmp_path / "b", init=str(tmp_path / "madry.pt"))))
+
+
+def test_max_apgd_trains_on_the_worst_threat_per_example():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(64, 3))
+    x = torch.rand(8, 1, 8, 8, generator=torch.Generator().manual_seed(1))
+    y = torch.arange(8) % 3
+    # An empty ball can never be the worst: the ℓ∞ 0.1 examples raise every loss.
+    stats = {}
+    max_apgd_loss(model, x, y, ["linf:0", "linf:0.1"], steps=2, stats=stats)
+    assert stats["threat_index"].tolist() == [1] * 8
+    # In general: the threat whose APGD point has the higher loss, example by example.
+    stats = {}
+    loss = max_apgd_loss(model, x, y, ["linf:0.1", "l1:3"], steps=2, stats=stats)
+    model.eval()
+    with torch.no_grad():
+        per = torch.stack(
+            [apgd_perturb(model, x, y, t, steps=2).loss for t in ("linf:0.1", "l1:3")]
+        )
+    assert stats["threat_index"].tolist() == per.argmax(0).tolist()
+    # The training loss is the mean of the chosen losses (train mode = eval mode here).
+    assert torch.allclose(loss, per.max(0).values.mean(), atol=1e-5)

@@ -30,7 +30,19 @@ def test_counted_passes_match_the_theory_for_every_method(tmp_path):
     )
     assert [r["method"] for r in rows] == methods()
     by = {r["method"]: r for r in rows}
-    issue = ["standard", "pgd", "free", "fast", "trades", "max", "avg", "random", "msd", "eat"]
+    issue = [
+        "standard",
+        "pgd",
+        "free",
+        "fast",
+        "trades",
+        "max",
+        "avg",
+        "random",
+        "msd",
+        "eat",
+        "max-apgd",
+    ]
     assert all(by[m]["theory_forward"] is not None for m in [*issue, "ensemble"])
     for r in rows:
         if r["theory_forward"] is None:  # a method newer than the benchmark's table
@@ -47,6 +59,7 @@ def test_counted_passes_match_the_theory_for_every_method(tmp_path):
     assert (by["msd"]["theory_forward"], by["msd"]["theory_backward"]) == (7, 3)
     # E-AT costs one threat's PGD whatever T: k + 2 forward, k + 1 backward.
     assert (by["eat"]["theory_forward"], by["eat"]["theory_backward"]) == (4, 3)
+    assert (by["max-apgd"]["theory_forward"], by["max-apgd"]["theory_backward"]) == (7, 5)
     assert by["standard"]["cost_vs_standard"] == 1.0
     saved = json.loads(out_json.read_text())
     assert saved["benchmark"] == "training_cost" and len(saved["rows"]) == len(rows)

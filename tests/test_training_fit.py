@@ -157,6 +157,7 @@ def test_methods_registry():
         "random",
         "msd",
         "eat",
+        "max-apgd",
         "ensemble",
         "distillation",
     ]

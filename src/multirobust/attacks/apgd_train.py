@@ -26,6 +26,8 @@ needs no gradient), whatever the data.
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -35,7 +37,23 @@ from ..threats.base import BOX, _flat
 from .apgd import _checkpoints
 from .gradients import input_gradient
 
-__all__ = ["apgd_perturb"]
+__all__ = ["TrainingAPGD", "apgd_perturb"]
+
+
+class TrainingAPGD(NamedTuple):
+    """What :func:`apgd_perturb` returns.
+
+    Attributes:
+        x_adv: the iterate with the highest cross-entropy per example (N, ...), detached.
+        robust: (N,) bool, the model classified every iterate correctly.
+        loss: (N,) the cross-entropy at ``x_adv`` (MAX picks the worst threat with it, at no
+            extra pass).
+    """
+
+    x_adv: torch.Tensor
+    robust: torch.Tensor
+    loss: torch.Tensor
+
 
 # Croce & Hein's constants (the same in the evaluation attack for ℓ∞/ℓ2).
 _RHO = 0.75
@@ -79,7 +97,7 @@ def apgd_perturb(
     steps: int = 10,
     random_start: bool = False,
     generator: torch.Generator | None = None,
-) -> tuple[torch.Tensor, torch.Tensor]:
+) -> TrainingAPGD:
     """APGD on the cross-entropy with a fixed cost, for adversarial training.
 
     No validation and no mode switching: the caller holds the model in ``attack_mode``
@@ -96,11 +114,12 @@ def apgd_perturb(
         generator: random source of the start.
 
     Returns:
-        ``(x_adv, robust)``: the iterate with the highest cross-entropy per example
-        (detached, inside the ball and the box), and (N,) bool, True where the model
-        classified every iterate correctly (the robust training examples E-AT counts).
+        :class:`TrainingAPGD` ``(x_adv, robust, loss)``: the iterate with the highest
+        cross-entropy per example (inside the ball and the box), True where the model
+        classified every iterate correctly (the robust training examples E-AT counts), and
+        the cross-entropy at ``x_adv``.
 
-    Shape: x (N, ...), y (N,) -> (N, ...), (N,).
+    Shape: x (N, ...), y (N,) -> (N, ...), (N,), (N,).
     """
     tm = parse(threat)
     if not isinstance(tm, LpBall):
@@ -114,7 +133,7 @@ def apgd_perturb(
     grad, logits, f_cur = input_gradient(model, x_cur, y)
     robust = logits.argmax(1) == y
     if tm.eps == 0:
-        return x.clone(), robust
+        return TrainingAPGD(x.clone(), robust, f_cur)
     x_best, f_best, g_best = x_cur.clone(), f_cur.clone(), grad.clone()
     sparse = tm.p == 1
     if sparse:
@@ -180,4 +199,4 @@ def apgd_perturb(
             x_cur = torch.where(back.view(view), x_best, x_cur)
             f_cur = torch.where(back, f_best, f_cur)
             grad = torch.where(back.view(view), g_best, grad)
-    return x_best.detach(), robust
+    return TrainingAPGD(x_best.detach(), robust, f_best)

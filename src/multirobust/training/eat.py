@@ -139,7 +139,7 @@ class EAT:
         threat = _scale(self.threats[pick], eps_scale)
         x = x.detach()
         with attack_mode(model):
-            x_adv, robust = apgd_perturb(model, x, y, threat, steps=self.steps)
+            x_adv, robust, _ = apgd_perturb(model, x, y, threat, steps=self.steps)
         self.update(pick, int(robust.sum()), int(robust.numel()))
         logits = model(x_adv)
         _record(stats, adv_logits=logits, threat_index=torch.full_like(y, pick))

@@ -20,6 +20,7 @@ from ..threats import L1Ball, LpBall
 from . import objectives as obj
 from .config import TrainConfig
 from .eat import EAT, extreme_threats
+from .max_apgd import max_apgd_loss
 
 __all__ = ["BatchStep", "Method", "get_method", "methods", "scale_threat"]
 
@@ -319,6 +320,12 @@ _REGISTRY: dict[str, Method] = {
             _eat,
         ),
         Method(
+            "max-apgd",
+            "worst threat per example from k-step APGD per threat (few strong steps)",
+            (1, None),
+            _multi(max_apgd_loss),
+        ),
+        Method(
             "ensemble", "FGSM examples from fixed models (Tramer et al. 2018)", (1, 1), _ensemble
         ),
         Method(
@@ -336,7 +343,7 @@ def methods() -> list[str]:
 
     Returns:
         ``["standard", "pgd", "free", "fast", "trades", "max", "avg", "random", "msd",
-        "eat", "ensemble", "distillation"]``.
+        "eat", "max-apgd", "ensemble", "distillation"]``.
     """
     return list(_REGISTRY)
 
