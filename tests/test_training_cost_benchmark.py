@@ -65,6 +65,7 @@ def test_counted_passes_match_the_theory_for_every_method(tmp_path):
     assert saved["benchmark"] == "training_cost" and len(saved["rows"]) == len(rows)
     table = out_md.read_text()
     assert "| max | 7 / 5 | 7 / 5 | 5.67× |" in table
+    assert "measured vs pgd" in table
 
 
 def test_bad_flags_are_refused():
@@ -73,3 +74,17 @@ def test_bad_flags_are_refused():
         bench.parse_args(["--methods", "pgd,madry"])
     with pytest.raises(SystemExit):
         bench.parse_args(["--steps", "0"])
+    with pytest.raises(SystemExit):
+        bench.parse_args(["--method-steps", "max-apgd=0"])
+
+
+def test_per_method_steps_change_that_method_only():
+    bench = _load()
+    rows = bench.main(
+        ["--batches", "1", "--batch-size", "4", "--steps", "2", "--methods", "pgd,max-apgd"]
+        + ["--method-steps", "max-apgd=1", "--threats", "linf:0.3,l1:10", "--repeats", "1"]
+    )
+    by = {r["method"]: r for r in rows}
+    # k = 1 for max-apgd (T = 2): 2·2 + 1 forward, 2·1 + 1 backward; pgd keeps k = 2.
+    assert (by["max-apgd"]["counted_forward"], by["max-apgd"]["counted_backward"]) == (5, 3)
+    assert (by["pgd"]["counted_forward"], by["pgd"]["counted_backward"]) == (3, 3)
