@@ -38,7 +38,7 @@ ORDER=(standard pgd-linf pgd-l2 pgd-l1 max avg msd random)
 # zoo/fit_snapshots.py keeps every epoch's weights in runs/zoo/NAME/epoch-N.pt. These are
 # candidates: they stay under runs/ unless listed in ZOO_CONFIGS (models that won their
 # side-by-side comparison, docs/training.md).
-CANDIDATES=(eat-ft max-ft max-apgd-ft)
+CANDIDATES=(eat-ft max-ft max-apgd-ft eat-ft-l1 eat)
 ZOO_CONFIGS=()
 fit_config() {  # NAME
     local name=$1
