@@ -394,6 +394,12 @@ main.add_command(train_cmd)
 main.add_command(optimizer_study_cmd)
 main.add_command(universal_cmd)
 
+from .poisoning.command import command as backdoor_cmd  # noqa: E402
+from .privacy.command import command as membership_cmd  # noqa: E402
+
+main.add_command(backdoor_cmd)
+main.add_command(membership_cmd)
+
 
 if __name__ == "__main__":  # pragma: no cover
     main()
