@@ -70,10 +70,14 @@ def kmeans(
     k: int,
     generator: torch.Generator,
     *,
-    restarts: int = 3,
+    restarts: int = 10,
     iters: int = 100,
 ) -> torch.Tensor:
     """Lloyd's k-means with k-means++ seeding; the restart with the lowest inertia wins.
+
+    Ten restarts (scikit-learn's classic ``n_init``): on MNIST activations reduced by ICA, the
+    split that isolates a planted cluster has the lowest inertia, but three restarts missed
+    it for one seed in four.
 
     Arthur & Vassilvitskii, "k-means++: The Advantages of Careful Seeding", SODA 2007.
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import torch
 from torch import nn
+from tqdm import tqdm
 
 from ..data import ImageDataset
 from ._cluster import fast_ica, kmeans, pca, silhouette
@@ -25,6 +26,7 @@ def activation_clustering(
     min_silhouette: float = 0.25,
     seed: int = 0,
     batch_size: int = 1000,
+    progress: bool = False,
 ) -> Detection:
     """Flag training examples whose penultimate activations form a small separate cluster.
 
@@ -50,6 +52,7 @@ def activation_clustering(
         min_silhouette: smallest silhouette score of a real split, in [-1, 1].
         seed: seeds ICA, k-means++ and the silhouette sample.
         batch_size: images per forward pass.
+        progress: show a progress bar over classes.
 
     Returns:
         A :class:`Detection`; ``scores`` is 1 for examples of flagged clusters, else the
@@ -69,7 +72,10 @@ def activation_clustering(
     flagged = torch.zeros(n, dtype=torch.bool)
     scores = torch.zeros(n)
     classes = []
-    for c in range(dataset.num_classes):
+    bar = tqdm(
+        range(dataset.num_classes), desc="activation clustering", unit="class", disable=not progress
+    )
+    for c in bar:
         idx = (dataset.labels == c).nonzero().flatten()
         info: dict[str, object] = {"class": c, "size": len(idx), "flagged": 0}
         if len(idx) < 4:

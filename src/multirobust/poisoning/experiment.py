@@ -469,7 +469,12 @@ class BackdoorRun:
         cfg = self.config
         if name == "activation-clustering":
             return activation_clustering(
-                model, dataset, dims=cfg.ac_dims, reduce=cfg.ac_reduce, seed=cfg.seed
+                model,
+                dataset,
+                dims=cfg.ac_dims,
+                reduce=cfg.ac_reduce,
+                seed=cfg.seed,
+                progress=cfg.progress,
             )
         return spectral_signatures(model, dataset, eps=cfg.spectral_eps)
 
