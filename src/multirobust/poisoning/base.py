@@ -252,8 +252,8 @@ class BackdoorAttack(ABC):
         for f in dataclasses.fields(self):
             value = getattr(self, f.name)
             if isinstance(value, Trigger):
-                value = value.to_dict()
-            elif hasattr(value, "state_dict"):  # a model: recorded by description only
+                continue  # written once, under "trigger"
+            if hasattr(value, "state_dict"):  # a model: recorded by description only
                 value = type(value).__name__
             out[f.name] = value
         out["trigger"] = self.trigger.to_dict()
