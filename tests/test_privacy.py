@@ -275,3 +275,26 @@ def test_shadows_train_in_parallel_processes_like_in_one(tmp_path):
     two.train_shadows()
     # Same seeds, one thread each: the same weights, hence the same logits.
     assert torch.equal(one.shadow_logits(), two.shadow_logits())
+
+
+def test_fit_refuses_given_datasets_that_do_not_fit_the_configuration(tmp_path):
+    from multirobust import data
+    from multirobust.training import TrainConfig, fit
+
+    mnist = data.load("mnist", "train", limit=20)
+    cfg = TrainConfig(method="standard", epochs=1, out=str(tmp_path / "a"), progress=False)
+    with pytest.raises(ConfigError, match="Invalid limit: 10 with a training dataset"):
+        fit(TrainConfig(method="standard", limit=10, out=str(tmp_path / "b")), train=mnist)
+    small = data.ImageDataset(
+        name="x",
+        split="train",
+        images=torch.zeros(4, 1, 8, 8),
+        labels=torch.zeros(4, dtype=torch.long),
+        num_classes=10,
+        class_names=mnist.class_names,
+    )
+    with pytest.raises(ConfigError, match=r"Invalid training dataset: images \(1, 8, 8\)"):
+        fit(cfg, train=small)
+    with pytest.raises(ConfigError, match="Invalid held-out dataset"):
+        fit(cfg, train=mnist, held_out=small)
+    assert not (tmp_path / "a").exists()

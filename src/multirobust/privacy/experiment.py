@@ -342,7 +342,7 @@ class MembershipRun:
             jobs.append(self._job(folder, keep[i], pool_idx, tc))
         if cfg.target == "shadow":
             folder = self.out / "target"
-            tc = cfg.train_config(folder, int({**_TRAIN_DEFAULTS, **cfg.train}.get("seed", 0)))
+            tc = cfg.train_config(folder, int(_TRAIN_DEFAULTS["seed"]))
             jobs.append(self._job(folder, self.target_members(), pool_idx, tc))
         return jobs
 
