@@ -298,3 +298,22 @@ def test_fit_refuses_given_datasets_that_do_not_fit_the_configuration(tmp_path):
     with pytest.raises(ConfigError, match="Invalid held-out dataset"):
         fit(cfg, train=mnist, held_out=small)
     assert not (tmp_path / "a").exists()
+
+
+def test_lira_online_is_the_gaussian_log_likelihood_ratio_at_the_medians():
+    shadow = torch.tensor([[1.0], [2.0], [4.0], [8.0], [3.0], [5.0]], dtype=torch.float64)
+    keep = torch.tensor([[True], [True], [True], [False], [False], [False]])
+    target = torch.tensor([2.5], dtype=torch.float64)
+    got = lira_online(target, shadow, keep, fixed_variance=False)
+    mu_in, mu_out = 2.0, 5.0  # medians of (1, 2, 4) and (8, 3, 5)
+    sd_in = torch.tensor([1.0, 2.0, 4.0]).std().item()
+    sd_out = torch.tensor([8.0, 3.0, 5.0]).std().item()
+    normal = torch.distributions.Normal
+    want = normal(mu_in, sd_in).log_prob(torch.tensor(2.5)) - normal(mu_out, sd_out).log_prob(
+        torch.tensor(2.5)
+    )
+    assert got.item() == pytest.approx(want.item(), rel=1e-6)
+    # offline: how many OUT standard deviations above the OUT median
+    assert lira_offline(target, shadow, keep, fixed_variance=False).item() == pytest.approx(
+        (2.5 - 5.0) / sd_out
+    )

@@ -24,12 +24,14 @@ def _check(target: torch.Tensor, shadow: torch.Tensor, keep: torch.Tensor) -> No
 
 
 def _masked_median(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """Per column, the median of the entries where ``mask`` is True (lower median)."""
+    """Per column, the median of the entries where ``mask`` is True (the mean of the two middle
+    ones for an even count, as ``numpy.median``)."""
     filled = torch.where(mask, values, torch.full_like(values, math.inf))
     ordered = filled.sort(dim=0).values
     count = mask.sum(0)
-    pick = ((count - 1).clamp_min(0) // 2).unsqueeze(0)
-    return ordered.gather(0, pick).squeeze(0)
+    lo = ((count - 1).clamp_min(0) // 2).unsqueeze(0)
+    hi = (count // 2).clamp_max(values.shape[0] - 1).unsqueeze(0)
+    return (ordered.gather(0, lo).squeeze(0) + ordered.gather(0, hi).squeeze(0)) / 2
 
 
 def _pooled_std(values: torch.Tensor, mask: torch.Tensor) -> float:
