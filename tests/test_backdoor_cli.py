@@ -4,7 +4,9 @@ resume, and bad settings failing before any work with a clear message."""
 from __future__ import annotations
 
 import json
+import re
 
+from _browser import rendered
 from click.testing import CliRunner
 
 from multirobust.cli import main
@@ -27,8 +29,17 @@ def test_backdoor_run_writes_every_stage_and_resumes(tmp_path):
     assert set(rep["defences"]) == {"fine-pruning", "neural-cleanse"}
     for d in rep["defences"].values():
         assert (out / "defend").exists() and d["evidence"].endswith("result.json")
-    html = (out / "report.html").read_text()
-    assert 'id="metrics"' in html and "Neural Cleanse" in html
+    page = (out / "report.html").read_text()
+    assert 'id="metrics"' in page and "Neural Cleanse" in page
+    seen = rendered(out / "report.html", tmp_path)
+    if seen is not None:  # the numbers as laid out, and every embedded figure decoded
+        asr = rep["metrics"]["poisoned"]["attack_success_rate"]
+        assert re.search(
+            r"poisoned model, no defence\s+[\d.]+%\s+" + f"{100 * asr:.2f}%", seen["text"]
+        )
+        assert len(seen["images"]) == 3  # examples, fine-pruning curve, reversed triggers
+        for img in seen["images"]:
+            assert img["complete"] and img["natural"][0] > 100, img
     again = CliRunner().invoke(main, ["backdoor", "run", "--out", str(out), *TINY])
     assert again.exit_code != 0 and "already holds a backdoor run" in again.output
     stamp = (out / "train" / "model.pt").stat().st_mtime_ns

@@ -8,6 +8,7 @@ import math
 
 import pytest
 import torch
+from _browser import rendered
 
 from multirobust.privacy import (
     MembershipConfig,
@@ -188,6 +189,10 @@ def test_a_tiny_run_writes_its_report_and_resumes_without_retraining(tmp_path):
     saved = json.loads((out / "report.json").read_text())
     assert saved["evidence"]["html"].endswith("report.html")
     assert "<img" in (out / "report.html").read_text()
+    seen = rendered(out / "report.html", tmp_path)
+    if seen is not None:  # the ROC figure decoded, the table laid out
+        assert len(seen["images"]) == 1 and seen["images"][0]["natural"][0] > 200
+        assert "LiRA online" in seen["text"] and "TPR @ 10.00% FPR" in seen["text"]
     stamp = (out / "shadow-000" / "model.pt").stat().st_mtime_ns
     with pytest.raises(ConfigError, match="already holds a membership run"):
         MembershipRun.start(out, _tiny())
