@@ -12,7 +12,7 @@ from tqdm import tqdm
 from ..attacks import pgd_perturb
 from ..data import ImageDataset
 from ..models import attack_mode
-from ..threats import LpBall, parse
+from ..threats import LpBall, ball
 from .base import BackdoorAttack
 from .triggers import PatchTrigger, Trigger
 
@@ -77,13 +77,10 @@ class CleanLabel(BackdoorAttack):
         self._threat()  # an unparsable or non-ℓp threat fails here
 
     def _threat(self) -> LpBall:
-        tm = parse(self.threat)
-        if not isinstance(tm, LpBall):
-            raise ValueError(
-                f"Invalid threat: {self.threat!s} (the clean-label perturbation needs an ℓp "
-                "ball, e.g. linf:0.3)"
-            )
-        return tm
+        try:
+            return ball(self.threat, who="The clean-label perturbation")
+        except ValueError as err:
+            raise ValueError(f"Invalid threat: {self.threat!s} ({err})") from None
 
     @property
     def trigger(self) -> Trigger:

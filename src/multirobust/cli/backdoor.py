@@ -11,11 +11,11 @@ from typing import Any
 
 import click
 
-from .._cliutil import parse_options
+from ..poisoning.base import MODES
+from ..poisoning.experiment import ATTACKS, DEFENCES, DETECTORS, BackdoorConfig, BackdoorRun
+from ..poisoning.triggers import PATTERNS, POSITIONS
 from ..training import ConfigError
-from .base import MODES
-from .experiment import ATTACKS, DEFENCES, DETECTORS, BackdoorConfig, BackdoorRun
-from .triggers import PATTERNS, POSITIONS
+from ._common import parse_options
 
 __all__ = ["command"]
 

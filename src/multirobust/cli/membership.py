@@ -11,10 +11,10 @@ from typing import Any
 
 import click
 
-from .._cliutil import parse_options
+from ..privacy.experiment import MembershipConfig, MembershipRun
+from ..privacy.inference import METHODS
 from ..training import ConfigError
-from .experiment import MembershipConfig, MembershipRun
-from .inference import METHODS
+from ._common import parse_options
 
 __all__ = ["command"]
 
