@@ -15,6 +15,7 @@ import click
 from .. import __version__
 from . import (
     attack,
+    audit,
     backdoor,
     compare,
     evaluate,
@@ -53,6 +54,7 @@ _SUBCOMMANDS = (
     universal,
     backdoor,
     membership,
+    audit,
 )
 for _module in _SUBCOMMANDS:
     main.add_command(_module.command)
