@@ -11,10 +11,15 @@ from typing import Any
 from .. import threats as _threats
 from .result import AuditContext, PartResult
 
-__all__ = ["package_available", "run_api", "run_certify"]
+__all__ = ["EXPECTED", "package_available", "report_in", "run_api", "run_certify"]
 
 CERTIFY_FORMAT = "multirobust-certification"
 API_FORMAT = "multirobust-remote-attack"
+_FORMATS = {"certify": CERTIFY_FORMAT, "api": API_FORMAT}
+EXPECTED = {
+    "certify": f"`multirobust certify --out DIR` (format {CERTIFY_FORMAT!r})",
+    "api": f"an attack through the model's API (format {API_FORMAT!r})",
+}
 
 
 def package_available(name: str) -> bool:
@@ -37,6 +42,11 @@ def _reports(folder: Path, prefix: str) -> list[tuple[Path, dict[str, Any]]]:
         if isinstance(body, dict) and str(body.get("format", "")).startswith(prefix):
             found.append((path, body))
     return found
+
+
+def report_in(folder: str | Path, part: str) -> bool:
+    """Whether ``folder`` holds a report the ``certify`` or ``api`` part can read."""
+    return bool(_reports(Path(folder), _FORMATS[part]))
 
 
 def _evidence(path: Path) -> list[str]:

@@ -18,7 +18,7 @@ from ..privacy import MembershipRun
 from ..training import ConfigError
 from .config import PARTS, AuditConfig, AuditError
 from .evasion import run_evasion
-from .external import run_api, run_certify
+from .external import EXPECTED, report_in, run_api, run_certify
 from .goals import run_goals
 from .matrix import findings
 from .membership import run_membership
@@ -59,9 +59,18 @@ def _check_before_work(ctx: AuditContext, resume: bool) -> None:
         raise AuditError(str(err)) from None
     if ctx.recipe is not None and "poisoning" not in cfg.skip:
         try:
-            backdoor_config(ctx).validate()
-        except (ConfigError, TypeError) as err:
+            bd = backdoor_config(ctx)
+            bd.validate()
+            if bd.attack != "clean-label":  # its surrogate is loaded with the data
+                bd.build_attack()
+        except (ConfigError, ValueError, TypeError) as err:
             raise AuditError(f"Invalid poisoning setting: {err}") from None
+    for part, folder in (("certify", cfg.certify_dir), ("api", cfg.api_dir)):
+        if folder is not None and part not in cfg.skip and not report_in(folder, part):
+            raise AuditError(
+                f"Invalid --{part} folder {folder}: it holds no report of that kind (the "
+                f"JSON that {EXPECTED[part]} writes)"
+            )
     if cfg.shadows is not None and "membership" not in cfg.skip:
         try:
             MembershipRun.open(cfg.shadows)
