@@ -41,7 +41,7 @@ def run_evasion(ctx: AuditContext, folder: Path, resume: bool) -> PartResult:
             "clean_accuracy": report.clean_accuracy,
             "robust_accuracy": dict(report.robust_accuracy),
             "union_accuracy": report.union_accuracy,
-            "checks": [c.name for c in report.checks],
+            "checks": [c.name + (f" ({c.threat})" if c.threat else "") for c in report.checks],
         },
         evidence=["evasion/report.html", "evasion/report.json"],
     )

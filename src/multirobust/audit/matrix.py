@@ -138,7 +138,10 @@ def _poisoning(p: PartResult) -> list[Finding]:
     out = [_place("poisoning", p, label, text)]
     if s["detectors"]:
         det = "; ".join(
-            f"{k}: precision {_pct(v['precision'])}, recall {_pct(v['recall'])}"
+            f"{k}: flagged none"
+            if v.get("flagged") == 0
+            # precision of an empty selection is a convention, not a finding
+            else f"{k}: precision {_pct(v['precision'])}, recall {_pct(v['recall'])}"
             for k, v in s["detectors"].items()
         )
         out.append(_place("poisoning:detectors", p, "detectors of poisoned examples", det))

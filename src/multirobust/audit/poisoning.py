@@ -66,7 +66,7 @@ def run_poisoning(ctx: AuditContext, folder: Path, resume: bool) -> PartResult:
         "poisoned": rep.get("poisoned"),
         "metrics": rep["metrics"],
         "detectors": {
-            k: {key: v["poisoned"][key] for key in ("precision", "recall")}
+            k: {key: v["poisoned"][key] for key in ("precision", "recall", "flagged")}
             for k, v in rep["detectors"].items()
         },
         "defences": {k: v["after"] for k, v in rep["defences"].items()},
