@@ -15,10 +15,13 @@ import click
 from .. import __version__
 from . import (
     attack,
+    audit,
+    backdoor,
     compare,
     evaluate,
     extract,
     leaderboard,
+    membership,
     optimizer_study,
     quickstart,
     serve,
@@ -53,6 +56,9 @@ _SUBCOMMANDS = (
     universal,
     serve,
     extract,
+    backdoor,
+    membership,
+    audit,
 )
 for _module in _SUBCOMMANDS:
     main.add_command(_module.command)
