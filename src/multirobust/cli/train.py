@@ -253,6 +253,11 @@ def _interrupted(ctx: click.Context, cfg: TrainConfig, epoch: int) -> None:
     default=None,
     help=_shown("PGD steps of per-epoch metrics.", _default("eval_steps")),
 )
+@click.option(
+    "--init",
+    default=None,
+    help=_shown("Checkpoint whose weights start the run (fine-tuning); same --arch.", "none"),
+)
 @options.data_root()
 @options.resume(help="Continue from OUT/checkpoint.pt.")
 @options.quiet()

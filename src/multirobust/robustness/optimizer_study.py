@@ -155,9 +155,12 @@ def optimizer_study(
 
 def _passes_per_example(atk: attacks.Attack) -> int:
     """Forward passes one example may take: ``steps`` per search step or trial, plus the
-    base's clean and final passes."""
-    steps = int(getattr(atk, "steps", 1))
-    searches = int(getattr(atk, "binary_search_steps", 0) or getattr(atk, "search_steps", 0) or 1)
+    base's clean and final passes (of the minimum-norm attack inside a budget wrapper)."""
+    inner = getattr(atk, "attack", atk)  # WithinBudget(attack=C&W, ...) runs C&W's loop
+    steps = int(getattr(inner, "steps", 1))
+    searches = int(
+        getattr(inner, "binary_search_steps", 0) or getattr(inner, "search_steps", 0) or 1
+    )
     return steps * searches + 2
 
 
@@ -165,7 +168,7 @@ def _fields(name: str) -> set[str]:
     return {f.name for f in dataclasses.fields(attacks.get(name))}
 
 
-def _default_threat(cls: type[attacks.Attack]) -> str:
+def _default_threat(cls: type[attacks.Attack] | type[attacks.MinimumNormAttack]) -> str:
     """ℓ2 2 or ℓ∞ 0.3 (the MNIST conventions), whichever the attack supports."""
     for text in ("l2:2", "linf:0.3"):
         if cls.supports(threats.parse(text)):

@@ -92,6 +92,8 @@ class TrainConfig:
             start). Default (None): :func:`default_eps_warmup`, i.e. ``min(1.5, epochs / 2)``
             for the methods that accept a warm-up, 0 for the others. Adversarial runs from
             scratch on MNIST at ε∞ = 0.3 stay at chance without it.
+        init: checkpoint whose weights start the run (fine-tuning); its architecture must
+            be ``arch``. None: a fresh initialisation from ``seed``.
         data_root: data folder (default ``$MULTIROBUST_DATA``).
         download: download missing dataset files.
         progress: show progress bars.
@@ -124,6 +126,7 @@ class TrainConfig:
     overfit_drop: float = 0.2
     overfit_gap: float = 0.5
     eps_warmup: float | None = None
+    init: str | None = None
     data_root: str | None = None
     download: bool = False
     progress: bool = True
@@ -286,6 +289,8 @@ class TrainConfig:
             raise ConfigError(
                 "Invalid static_models: [] (method 'ensemble' needs at least one checkpoint path)"
             )
+        if self.init is not None and not Path(self.init).is_file():
+            raise ConfigError(f"Invalid init: checkpoint {self.init!r} not found")
         for path in self.static_models:
             if not Path(path).is_file():
                 raise ConfigError(f"Invalid static_models: checkpoint {path!r} not found")

@@ -227,6 +227,24 @@ def _prepare(cfg: TrainConfig) -> tuple[data.ImageDataset, data.ImageDataset, li
     return train, held_out, static
 
 
+def _load_init(model: nn.Module, cfg: TrainConfig) -> None:
+    """Start from the weights of ``cfg.init`` (fine-tuning); same architecture required."""
+    assert cfg.init is not None
+    try:
+        ckpt = models.read_checkpoint(cfg.init)
+        if ckpt["arch"] != cfg.arch:
+            raise ConfigError(
+                f"Invalid init: {cfg.init} holds a {ckpt['arch']!r} model, the run trains "
+                f"{cfg.arch!r} (use --arch {ckpt['arch']})"
+            )
+        model.load_state_dict(ckpt["state_dict"])
+    except (ValueError, RuntimeError, FileNotFoundError) as err:
+        if isinstance(err, ConfigError):
+            raise
+        raise ConfigError(f"Invalid init: cannot start from {cfg.init}: {err}") from None
+    log.info("starting from the weights of %s", cfg.init)
+
+
 def fit(
     config: TrainConfig | dict[str, Any],
     *,
@@ -284,7 +302,7 @@ def fit(
     train, held_out, static = _prepare(cfg)
     ctx = distributed.setup()
     try:
-        return _fit(
+        result = _fit(
             cfg,
             train,
             held_out,
@@ -293,6 +311,11 @@ def fit(
             resume=resume,
             hooks=_Hooks(on_batch, on_epoch, on_resume),
         )
+        if ctx is not None:
+            # Every process reaches the end before any tears the group down: a process that
+            # destroys its gloo group while another still talks to it aborted the other one.
+            ctx.barrier()
+        return result
     finally:
         if ctx is not None:
             ctx.close()
@@ -500,6 +523,8 @@ def _restore(run: _Run, saved: dict[str, Any] | None) -> None:
     """Load the interrupted run's states into ``run`` (or clear the logs of a fresh one)."""
     ctx, out = run.ctx, run.out
     if saved is None:
+        if run.cfg.init is not None:
+            _load_init(run.model, run.cfg)
         if run.main:
             for name in ("log.jsonl", "log.csv"):
                 (out / name).unlink(missing_ok=True)
