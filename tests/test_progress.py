@@ -121,3 +121,32 @@ def test_optimizer_study_bar_moves_inside_a_batch(monkeypatch):
     assert bar.titles[-2:] == ["cw-l2 adam (1/2)", "cw-l2 sgd (2/2)"]
     # one batch per optimiser, yet the bar moved with each of the attack's forward passes
     assert len(bar.updates) > 10
+
+
+def test_evaluate_bars_move_per_attack_and_end_at_their_totals(monkeypatch):
+    # Issue 12: the bar sat at 0/100 for minutes (one update per batch of 500), the checks
+    # after the attacks had none, and a curve's bar stopped at 6/7.
+    from multirobust.evaluation import Preset, curve, evaluate
+
+    bars = _recorded(monkeypatch, "multirobust.evaluation.runner")
+    monkeypatch.setattr("multirobust.evaluation.curves.tqdm", _Recorded)
+    model = models.load(ZOO / "standard.pt")
+    test = data.load("mnist", "test", limit=12)
+    tiny = Preset("tiny", steps=2, target_classes=1, queries=10, rotations=3, translations=1)
+    threats = ["linf:0.1", "l2:1"]
+    report = evaluate(
+        model, test.images, test.labels, threats=threats, preset=tiny, batch_size=12,
+        progress=True,
+    )  # fmt: skip
+    attacks, checks = bars[0], bars[1]
+    per_example = sum(len(report.threats[t].attacks) for t in threats)
+    assert per_example > 2  # several attacks per threat, so one batch makes several moves
+    assert attacks.total == 12 * per_example and attacks.n == attacks.total
+    assert len(attacks.updates) >= per_example  # after each attack, one batch though it is
+    assert checks.titles[0] == "checks after the attacks"
+    assert checks.total == 2 + 2 and checks.n == checks.total  # large ε per norm, 2x steps
+    curve(model, test.images, test.labels, threat_type="linf", eps_list=[0, 0.1, 0.2],
+          preset=tiny, progress=True)  # fmt: skip
+    line = bars[-1]
+    assert line.n == line.total > 3  # every attack at each ε, the last one included
+    assert line.titles[-1].startswith("curve linf ε=0.2 (3/3)")
