@@ -22,9 +22,8 @@ QUICKSTART_CURVE_N = 200
     type=click.IntRange(min=1),
     default=3,
     show_default=True,
-    help="Passes over the 60,000 MNIST training images. Each took 27 s of CPU time in one "
-    "thread (2-core x86 machine, 2026-12-02); wall time grows with the load: 33 s with three "
-    "other jobs on the two cores, 12 min with about twenty.",
+    help="Passes over the 60,000 MNIST training images: about 33 s each on a 2-core x86 machine "
+    "with three other jobs on it (2026-12-02, the README's run); longer under heavier load.",
 )
 @click.option(
     "--seconds",
