@@ -15,9 +15,12 @@ import click
 from .. import __version__
 from . import (
     attack,
+    audit,
+    backdoor,
     compare,
     evaluate,
     leaderboard,
+    membership,
     optimizer_study,
     quickstart,
     train,
@@ -49,6 +52,9 @@ _SUBCOMMANDS = (
     train,
     optimizer_study,
     universal,
+    backdoor,
+    membership,
+    audit,
 )
 for _module in _SUBCOMMANDS:
     main.add_command(_module.command)

@@ -202,18 +202,44 @@ def _tensorboard(out: Path, purge_step: int | None) -> Any:
 # --------------------------------------------------------------------------- fit
 
 
-def _prepare(cfg: TrainConfig) -> tuple[data.ImageDataset, data.ImageDataset, list[nn.Module]]:
+def _check_given(cfg: TrainConfig, given: data.ImageDataset, role: str) -> None:
+    """A dataset given to :func:`fit` must look like ``cfg.dataset`` (the model is built for it)."""
+    ds = data.spec(cfg.dataset)
+    if given.input_shape != ds.input_shape or given.num_classes != ds.num_classes:
+        raise ConfigError(
+            f"Invalid {role} dataset: images {given.input_shape} with {given.num_classes} "
+            f"classes, but dataset {cfg.dataset!r} has {ds.input_shape} with {ds.num_classes} "
+            "(the model is built for the configured dataset)"
+        )
+    if len(given) == 0:
+        raise ConfigError(f"Invalid {role} dataset: it holds no examples")
+
+
+def _prepare(
+    cfg: TrainConfig,
+    train: data.ImageDataset | None = None,
+    held_out: data.ImageDataset | None = None,
+) -> tuple[data.ImageDataset, data.ImageDataset, list[nn.Module]]:
     """Load everything a run needs, turning every failure into a ConfigError."""
     cfg.validate(check_data=False)
+    if train is not None and cfg.limit is not None:
+        raise ConfigError(
+            f"Invalid limit: {cfg.limit!r} with a training dataset passed to fit (leave it "
+            "unset and pass the examples to train on)"
+        )
     try:
-        train = data.load(
-            cfg.dataset, "train", root=cfg.data_root, download=cfg.download, limit=cfg.limit
-        )
-        held_out = data.load(
-            cfg.dataset, "test", root=cfg.data_root, download=cfg.download, limit=cfg.eval_n
-        )
+        if train is None:
+            train = data.load(
+                cfg.dataset, "train", root=cfg.data_root, download=cfg.download, limit=cfg.limit
+            )
+        if held_out is None:
+            held_out = data.load(
+                cfg.dataset, "test", root=cfg.data_root, download=cfg.download, limit=cfg.eval_n
+            )
     except (ValueError, FileNotFoundError) as err:
         raise ConfigError(f"Dataset {cfg.dataset!r} unavailable: {err}") from None
+    _check_given(cfg, train, "training")
+    _check_given(cfg, held_out, "held-out")
     static: list[nn.Module] = []
     for path in cfg.static_models:
         try:
@@ -252,6 +278,8 @@ def fit(
     on_batch: Callable[[int, int], None] | None = None,
     on_epoch: Callable[[dict[str, Any]], None] | None = None,
     on_resume: Callable[[int], None] | None = None,
+    train: data.ImageDataset | None = None,
+    held_out: data.ImageDataset | None = None,
 ) -> FitResult:
     """Train a model as ``config`` says, writing checkpoints and logs to ``config.out``.
 
@@ -283,6 +311,12 @@ def fit(
         on_epoch: called (on rank 0) with each epoch's log row once its checkpoint is written.
         on_resume: called (on rank 0) with the number of epochs the checkpoint holds, before
             the first batch of a resumed run.
+        train: train on these examples instead of ``config.dataset``'s training split (a
+            poisoned dataset, a shadow model's half of the data); images and classes must
+            match ``config.dataset``, and ``config.limit`` must be unset. The checkpoint does
+            not record them: resuming with other examples is the caller's to prevent.
+        held_out: measure the per-epoch accuracy on these instead of the first ``eval_n``
+            test images.
 
     Progress: one bar for the whole run (images, with the epoch in its title and an ETA to the
     end of training) and one for each epoch's held-out attacks; ``progress=False`` hides both.
@@ -299,7 +333,7 @@ def fit(
     cfg = TrainConfig.from_dict(config) if isinstance(config, dict) else config
     # Everything is checked before any process group exists: a bad config fails at once,
     # identically, on every process of a torchrun launch.
-    train, held_out, static = _prepare(cfg)
+    train, held_out, static = _prepare(cfg, train, held_out)
     ctx = distributed.setup()
     try:
         result = _fit(
