@@ -222,6 +222,18 @@ def _distillation(cfg: TrainConfig, static: list[nn.Module]) -> BatchStep:
     return _DistillStep(cfg)
 
 
+def _noise(cfg: TrainConfig, static: list[nn.Module]) -> BatchStep:
+    from .noise import noise_loss  # certification training lives in its own files
+
+    return BatchStep(partial(noise_loss, noise=cfg.noise))
+
+
+def _ibp(cfg: TrainConfig, static: list[nn.Module]) -> BatchStep:
+    from .ibp import IBPStep
+
+    return IBPStep(cfg.threats[0], cfg.kappa)
+
+
 def _ensemble(cfg: TrainConfig, static: list[nn.Module]) -> BatchStep:
     return BatchStep(
         partial(
@@ -283,6 +295,8 @@ _REGISTRY: dict[str, Method] = {
             (1, None),
             _distillation,
         ),
+        Method("noise", "noise augmentation for smoothing (Cohen et al. 2019)", (1, None), _noise),
+        Method("ibp", "interval bounds, eps/kappa ramp (Gowal et al. 2018)", (1, 1), _ibp),
     )
 }
 
@@ -292,7 +306,7 @@ def methods() -> list[str]:
 
     Returns:
         ``["standard", "pgd", "free", "fast", "trades", "max", "avg", "random", "msd",
-        "ensemble", "distillation"]``.
+        "ensemble", "distillation", "noise", "ibp"]``.
     """
     return list(_REGISTRY)
 
