@@ -393,6 +393,7 @@ main.add_command(leaderboard_cmd)
 main.add_command(train_cmd)
 main.add_command(optimizer_study_cmd)
 main.add_command(universal_cmd)
+main.add_command(__import__("multirobust.certify.command", fromlist=["command"]).command)
 
 
 if __name__ == "__main__":  # pragma: no cover
