@@ -35,7 +35,7 @@ def _linear_binary(w: torch.Tensor, b: float) -> nn.Module:
     return lin.eval()
 
 
-# --------------------------------------------------------------------------- smoothing: known answers
+# ----------------------------------------------------------------------- smoothing: known answers
 
 
 def test_gaussian_smoothing_of_a_linear_classifier_is_the_linear_classifier_with_its_radius():
