@@ -87,7 +87,7 @@ def _through_linear(
     else:  # linear without bias (average pooling): transpose by autograd
         with torch.enable_grad():
             probe = flat.new_zeros((n * s, *in_shape), requires_grad=True)
-            (new,) = torch.autograd.grad(module(probe), probe, flat, create_graph=True)
+            (new,) = torch.autograd.grad(module(probe), probe, flat)
         bias = flat.new_zeros(n * s)
     return new.reshape(n, s, *in_shape), bias.reshape(n, s)
 
