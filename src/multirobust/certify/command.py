@@ -110,6 +110,13 @@ CURVE_MULTIPLES = (0.0, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0)
     show_default=True,
     help="Examples per bound-propagation batch.",
 )
+@click.option(
+    "--radius-steps",
+    type=click.IntRange(min=0),
+    default=10,
+    show_default=True,
+    help="Bounds: bisection steps of each example's verified radius (the curves); 0: none.",
+)
 @click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True)
 @click.option(
     "--empirical/--no-empirical",
@@ -160,6 +167,7 @@ def command(
     n: int,
     batch_size: int,
     bound_batch_size: int,
+    radius_steps: int,
     seed: int,
     empirical: bool,
     preset: str,
@@ -213,6 +221,7 @@ def command(
             sequential=sequential,
             batch_size=batch_size,
             bound_batch_size=bound_batch_size,
+            radius_steps=radius_steps,
             seed=seed,
             progress=not quiet,
             resume_dir=out_dir / "partial" if resume else None,
