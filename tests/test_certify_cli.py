@@ -126,3 +126,43 @@ def test_chromium_renders_the_certificate_page(run, tmp_path):
     # One figure per norm, each decoded at a visible size (no network needed).
     assert len(seen["images"]) == 2
     assert all(ok and w > 200 and h > 150 for ok, w, h in seen["images"])
+
+
+@pytest.mark.slow
+def test_certify_under_torchrun_gives_the_single_process_numbers(run, tmp_path):
+    import os
+    import sys
+
+    args, out, _ = run
+    torchrun = Path(sys.executable).with_name("torchrun")
+    env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK")}
+    env["OMP_NUM_THREADS"] = "1"
+    # --num-examples, not --n: torchrun's parser (Python 3.11) would take --n for its own option
+    sharded = [a if a != "--n" else "--num-examples" for a in args]
+    proc = subprocess.run(
+        [
+            str(torchrun),
+            "--standalone",
+            "--nproc_per_node",
+            "2",
+            "-m",
+            "multirobust",
+            *sharded,
+            "--no-empirical",
+            "--device",
+            "cpu",
+            "--out",
+            str(tmp_path / "two"),
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    one = json.loads((out / "certify.json").read_text())
+    two = json.loads((tmp_path / "two" / "certify.json").read_text())
+    assert two["settings"]["world_size"] == 2
+    for name, m in one["methods"].items():
+        for key in ("certified", "radius", "prediction", "p_lower", "samples"):
+            assert two["methods"][name][key] == m[key], (name, key)
