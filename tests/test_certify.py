@@ -512,7 +512,8 @@ def test_training_methods_noise_and_ibp_are_registered_and_validated():
 
 
 def test_ibp_loss_bounds_the_clean_loss_and_its_schedule_ramps_kappa():
-    from multirobust.training.ibp import IBPStep, ibp_loss, kappa_at
+    from multirobust.training import TrainConfig, get_method
+    from multirobust.training.ibp import ibp_loss, kappa_at
     from multirobust.training.noise import noise_loss
 
     torch.manual_seed(0)
@@ -524,12 +525,13 @@ def test_ibp_loss_bounds_the_clean_loss_and_its_schedule_ramps_kappa():
         clean.detach()
     )  # the worst case over the ball bounds the clean loss
     assert kappa_at(0.5, 0.0) == 1.0 and kappa_at(0.5, 0.5) == 0.75 and kappa_at(0.5, 1.0) == 0.5
-    step = IBPStep("linf:0.1", 0.5)
+    step = get_method("ibp").build(TrainConfig(method="ibp", threats=["linf:0.1"], kappa=0.5), [])
     step.eps_scale = 0.25
+    assert step._scaled() == {"threat": LinfBall(0.025), "kappa": 0.875}
     opt = torch.optim.SGD(net.parameters(), lr=0.01)
     loss = step(net, opt, x, y, torch.Generator())
     assert torch.isfinite(loss)
     g = torch.Generator().manual_seed(0)
     a = noise_loss(net, x, y, "gaussian:0.25", generator=g)
     b = noise_loss(net, x, y, "gaussian:0.25", generator=torch.Generator().manual_seed(0))
-    assert float(a) == float(b)
+    assert float(a.detach()) == float(b.detach())

@@ -65,10 +65,11 @@ def as_ball(threat: ThreatLike) -> LpBall:
         ValueError: for another threat model, saying which are allowed.
     """
     parsed = parse(threat)
-    if not isinstance(parsed, LpBall) or parsed.p not in (math.inf, 2.0, 1.0):
+    if not parsed.additive or getattr(parsed, "p", None) not in (math.inf, 2.0, 1.0):
         raise ValueError(
             f"Certificates cover ℓ∞, ℓ2 and ℓ1 balls (e.g. linf:0.1, l2:0.5, l1:2), got {parsed}"
         )
+    assert isinstance(parsed, LpBall)  # `additive` is the mark of the ℓp balls
     return parsed
 
 

@@ -16,7 +16,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import math
 import platform
 import re
 import time
@@ -34,21 +33,19 @@ from .. import __version__
 from ..atomic import write_json_atomic
 from ..attacks.base import validate_inputs
 from ..data import ImageDataset
-from ..threats import LpBall, Threat, Union, parse
+from ..threats import LpBall, Threat, parse
 from .ibp import as_ball
 from .layers import flatten
 from .noise import Noise, parse_noise
 from .report import CertificationReport, MethodResult
 from .smoothing import Smooth
 from .stats import check_alpha, check_count
-from .union import covered_eps
+from .union import covered_eps, p_of
 from .verify import check_method, verified_radius, verify
 
 __all__ = ["certify", "fingerprint"]
 
 log = logging.getLogger(__name__)
-
-_NORM_OF_P = {math.inf: "linf", 2.0: "l2", 1.0: "l1"}
 
 
 def _seed(*parts: Any) -> int:
@@ -75,7 +72,7 @@ def _threats(threats: Sequence[Threat | str] | Threat | str) -> list[LpBall]:
     out: list[LpBall] = []
     for t in threats:
         parsed = parse(t)
-        for m in parsed.threats if isinstance(parsed, Union) else (parsed,):
+        for m in parsed.members():
             ball = as_ball(m)
             if ball.eps <= 0:
                 raise ValueError(f"Threat {ball} allows no perturbation (ε = 0); drop it")
@@ -232,7 +229,7 @@ def certify(
     x, labels = x.to(device), labels.to(device=device, dtype=torch.long)
     count = x.shape[0]
     dim = int(x[0].numel())
-    kinds = list(dict.fromkeys(_NORM_OF_P[b.p] for b in balls))
+    kinds = list(dict.fromkeys(b.name for b in balls))
     settings: dict[str, Any] = {
         "threats": [str(b) for b in balls],
         "smoothing": [str(s) for s in noises],
@@ -356,7 +353,7 @@ def _run_bounds(
             }
             if with_radius:
                 for kind in kinds:
-                    top = 2 * max(t.eps for t in balls if _NORM_OF_P[t.p] == kind)
+                    top = 2 * max(t.eps for t in balls if t.name == kind)
                     r = verified_radius(
                         model, xb, yb, kind, method=method, upper=top, steps=radius_steps
                     )
@@ -460,9 +457,7 @@ def _run_smoothing(
     right = [r["prediction"] == y for r, y in zip(records, labels, strict=True)]
     native = [r["radius"] if ok else -1.0 for r, ok in zip(records, right, strict=True)]
     radius: dict[str, list[float] | None] = {
-        kind: [
-            covered_eps(noise.norm, r, _P_OF_NORM[kind], dim) if r >= 0 else -1.0 for r in native
-        ]
+        kind: [covered_eps(noise.norm, r, p_of(kind), dim) if r >= 0 else -1.0 for r in native]
         for kind in kinds
     }
     certified = {
@@ -485,11 +480,8 @@ def _run_smoothing(
         },
         certified=certified,
         radius=radius,
-        cap={kind: covered_eps(noise.norm, cap_native, _P_OF_NORM[kind], dim) for kind in kinds},
+        cap={kind: covered_eps(noise.norm, cap_native, p_of(kind), dim) for kind in kinds},
         prediction=[int(r["prediction"]) for r in records],
         p_lower=[float(r["p_lower"]) for r in records],
         samples=[int(r["samples"]) for r in records],
     )
-
-
-_P_OF_NORM = {"linf": math.inf, "l2": 2.0, "l1": 1.0}

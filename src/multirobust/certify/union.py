@@ -18,11 +18,18 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 
-from ..threats import LpBall
+from ..threats import LpBall, lp_ball
 
-__all__ = ["covered_eps", "covers", "union_certified"]
+__all__ = ["covered_eps", "covers", "p_of", "union_certified"]
 
-_NORMS = {"l2": 2.0, "l1": 1.0, "linf": math.inf}
+
+def p_of(norm: str) -> float:
+    """p of the registered ℓp ball called ``norm`` (``"linf"`` -> ``math.inf``).
+
+    Raises:
+        ValueError: for a name that is no registered ℓp ball, listing the ones that are.
+    """
+    return lp_ball(norm, 0.0).p
 
 
 def covered_eps(norm: str, radius: float, threat_p: float, dim: int) -> float:
@@ -37,7 +44,7 @@ def covered_eps(norm: str, radius: float, threat_p: float, dim: int) -> float:
     Returns:
         ``radius · c`` with the norm-equivalence constant c (1 when the norms agree).
     """
-    p = _NORMS[norm]
+    p = p_of(norm)
     if p == threat_p:
         return radius
     # ‖δ‖_p ≤ d^{1/p − 1/q} ‖δ‖_q for p < q; for p > q, ‖δ‖_p ≤ ‖δ‖_q.

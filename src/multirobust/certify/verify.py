@@ -21,7 +21,7 @@ import torch
 from torch import nn
 
 from ..models import model_state
-from ..threats import L1Ball, L2Ball, LinfBall, LpBall
+from ..threats import lp_ball
 from .crown import crown_margins
 from .ibp import Ball, PerExample, ThreatLike, _check_x, _margins, as_ball
 from .layers import flatten
@@ -98,13 +98,6 @@ def verify(
     return low.scatter(1, y[:, None], math.inf).amin(1) > 0
 
 
-_P = {"linf": math.inf, "l2": 2.0, "l1": 1.0}
-
-
-def _ball(norm: str, eps: float) -> LpBall:
-    return {"linf": LinfBall, "l2": L2Ball, "l1": L1Ball}[norm](eps)
-
-
 def verified_radius(
     model: nn.Module,
     x: torch.Tensor,
@@ -135,8 +128,7 @@ def verified_radius(
     """
     check_method(method)
     steps = check_count(steps, "steps")
-    if norm not in ("linf", "l2", "l1"):
-        raise ValueError(f"Unknown norm {norm!r} (available: linf, l2, l1)")
+    top_ball = lp_ball(norm, 1.0)  # checks the name: one of threats.NORMS
     if not (upper > 0 and math.isfinite(upper)):
         raise ValueError(f"Invalid upper: {upper!r} (must be a number > 0)")
     _check_x(x)
@@ -145,7 +137,7 @@ def verified_radius(
         correct = model(x).argmax(1) == y
     lo = torch.where(correct, 0.0, -1.0).to(torch.float64)
     hi = torch.full_like(lo, float(upper))
-    top = verify(model, x, y, _ball(norm, upper), method)
+    top = verify(model, x, y, top_ball.with_eps(float(upper)), method)
     lo = torch.where(top, hi, lo)
     todo = correct & ~top
     for _ in range(steps):
@@ -153,7 +145,7 @@ def verified_radius(
         if rows.numel() == 0:
             break
         mid = (lo[rows] + hi[rows]) / 2
-        balls = PerExample(_P[norm], mid.to(x.dtype))
+        balls = PerExample(top_ball.p, mid.to(x.dtype))
         ok = verify(model, x[rows], y[rows], balls, method)
         lo[rows] = torch.where(ok, mid, lo[rows])
         hi[rows] = torch.where(ok, hi[rows], mid)

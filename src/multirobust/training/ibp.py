@@ -9,8 +9,9 @@ where ``m̲_j`` is the IBP lower bound of the margin ``z_y − z_j`` over the ε
 elided, :func:`multirobust.certify.margin_bounds`): ``CE(ẑ, y)`` is an upper bound of the
 worst-case cross-entropy of the specification. The schedules of the paper ramp ε linearly from
 0 to its training value while κ falls linearly from 1 to its final value (½ in the paper) over
-the same steps; in the fit loop that ramp is ``eps_warmup`` (epochs) and :class:`IBPStep` reads
-the loop's ``eps_scale`` s ∈ (0, 1]: ``ε_t = s ε``, ``κ_t = 1 − s (1 − κ)``.
+the same steps; in the fit loop that ramp is ``eps_warmup`` (epochs) and the ``ibp`` method's
+batch step (:mod:`multirobust.training.methods`) reads the loop's ``eps_scale`` s ∈ (0, 1]:
+``ε_t = s ε``, ``κ_t = 1 − s (1 − κ)``.
 
     loss = ibp_loss(model, x, y, "linf:0.2", kappa=0.5)
 """
@@ -25,10 +26,9 @@ from torch import nn
 
 from ..certify.ibp import as_ball, margin_bounds
 from ..models import unwrap
-from ..threats import L1Ball, Threat
-from .methods import BatchStep
+from ..threats import Threat
 
-__all__ = ["IBPStep", "ibp_loss", "kappa_at"]
+__all__ = ["ibp_loss", "kappa_at"]
 
 
 def _check_kappa(kappa: Any) -> float:
@@ -86,45 +86,3 @@ def ibp_loss(
         others = worst.detach().scatter(1, y[:, None], -torch.inf)
         stats["verified"] = (others.amax(1) < 0).float().mean()
     return k * loss + (1 - k) * robust
-
-
-def _scaled(threat: Threat | str, s: float) -> Threat:
-    ball = as_ball(threat)
-    if isinstance(ball, L1Ball):
-        return L1Ball(ball.eps * s, sparsity=ball.sparsity)
-    return type(ball)(ball.eps * s)
-
-
-class IBPStep(BatchStep):
-    """The fit loop's batch step for IBP training, with Gowal et al.'s ε and κ schedules.
-
-    Args:
-        threat: the training ball (ε at the end of the ramp).
-        kappa: final κ.
-
-    The fit loop sets ``eps_scale`` (ramp fraction) before each batch when ``eps_warmup`` > 0.
-    """
-
-    def __init__(self, threat: Threat | str, kappa: float) -> None:
-        super().__init__(ibp_loss)
-        self.threat = as_ball(threat)
-        self.kappa = _check_kappa(kappa)
-
-    def __call__(
-        self,
-        model: nn.Module,
-        optimizer: torch.optim.Optimizer,
-        x: torch.Tensor,
-        y: torch.Tensor,
-        generator: torch.Generator,
-        stats: dict[str, Any] | None = None,
-    ) -> torch.Tensor:
-        """Train on (x, y) once with the scheduled ε and κ; return the detached loss."""
-        s = min(self.eps_scale, 1.0)
-        loss = ibp_loss(
-            model, x, y, _scaled(self.threat, s), kappa=kappa_at(self.kappa, s), stats=stats
-        )
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        return loss.detach()

@@ -1,47 +1,39 @@
 """``multirobust certify``: certificates of a checkpoint, beside the attacks' numbers.
 
-This module is the command line's (it sits above evaluation, whose attacks give the empirical
-side); it lives here until the ``cli/`` package takes it. Library logic stays in
-:mod:`multirobust.certify`.
+Library logic stays in :mod:`multirobust.certify`; the empirical side is
+:func:`multirobust.evaluation.evaluate` and its accuracy-vs-ε curves on the same examples.
 """
 
 from __future__ import annotations
 
 import logging
 import math
-from pathlib import Path
 
 import click
 
 from .. import threats as _threats
-from .._cliutil import dataset_of, load_data, load_model
-from ..atomic import check_writable_dir
-from .layers import UnsupportedLayerError
-from .runner import certify
-from .verify import BOUND_METHODS
+from ..certify.layers import UnsupportedLayerError
+from ..certify.runner import certify
+from ..certify.verify import BOUND_METHODS
+from ..evaluation import distributed as _dist
+from ..evaluation import presets
+from ..evaluation.runner import evaluate
+from ..evaluation.threat_curves import threat_curves
+from . import options
+from ._common import DataSource, ModelSource, load_examples, load_model, writable_out
+
+__all__ = ["command"]
 
 log = logging.getLogger(__name__)
 
-#: Points of the empirical accuracy-vs-ε curves, as multiples of the largest ε of each norm.
-CURVE_MULTIPLES = (0.0, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0)
-
 
 @click.command("certify")
-@click.option(
-    "--checkpoint",
-    required=True,
-    type=click.Path(dir_okay=False),
-    help="Checkpoint written by multirobust (models.save).",
-)
-@click.option("--dataset", default=None, help="Dataset name (default: the checkpoint's).")
-@click.option("--split", default="test", show_default=True)
-@click.option(
-    "--threat",
-    "threat_texts",
-    multiple=True,
-    required=True,
+@options.model_source()
+@options.data_source()
+@options.split()
+@options.threats(
     help="ℓp ball to certify, e.g. linf:0.1, l2:0.5, l1:2. Repeatable; the union of all of "
-    "them is certified too (an example is certified for the union when every ball is).",
+    "them is certified too (an example is certified for the union when every ball is)."
 )
 @click.option(
     "--smoothing",
@@ -87,22 +79,12 @@ CURVE_MULTIPLES = (0.0, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0)
     help="Smoothing: stop sampling an example once the threats' radii are decided (same 1 − α "
     "guarantee, at most --n-samples samples; see docs/certification.md).",
 )
-@click.option(
-    "--n",
-    "--num-examples",
-    "n",
-    type=click.IntRange(min=1),
+@options.n(
     default=500,
-    show_default=True,
+    aliases=("--num-examples",),
     help="Number of examples (the first n of the split). Under torchrun write --num-examples.",
 )
-@click.option(
-    "--batch-size",
-    type=click.IntRange(min=1),
-    default=1000,
-    show_default=True,
-    help="Noisy copies per forward pass (memory bound).",
-)
+@options.batch_size(default=1000, help="Noisy copies per forward pass (memory bound).")
 @click.option(
     "--bound-batch-size",
     type=click.IntRange(min=1),
@@ -117,7 +99,7 @@ CURVE_MULTIPLES = (0.0, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0)
     show_default=True,
     help="Bounds: bisection steps of each example's verified radius (the curves); 0: none.",
 )
-@click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True)
+@options.seed()
 @click.option(
     "--empirical/--no-empirical",
     default=True,
@@ -126,25 +108,18 @@ CURVE_MULTIPLES = (0.0, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0)
 )
 @click.option(
     "--preset",
-    type=click.Choice(["quick", "standard", "thorough"]),
+    type=click.Choice(sorted(presets.PRESETS)),
     default="standard",
     show_default=True,
     help="Attack ensemble of the empirical side (the curves use the quick preset).",
 )
-@click.option(
-    "--out",
-    required=True,
-    type=click.Path(file_okay=False),
-    help="Folder for certify.json and certify.html.",
-)
-@click.option(
-    "--resume",
-    is_flag=True,
+@options.out(required=True, help="Folder for certify.json and certify.html.")
+@options.resume(
     help="Save each finished example (smoothing) or batch (bounds) in OUT/partial and reuse "
-    "them after an interruption.",
+    "them after an interruption."
 )
-@click.option("--data-root", default=None, help="Data folder (default: $MULTIROBUST_DATA).")
-@click.option("--quiet", is_flag=True, help="No progress bars.")
+@options.data_root()
+@options.quiet()
 @click.option(
     "--device",
     default="auto",
@@ -153,8 +128,8 @@ CURVE_MULTIPLES = (0.0, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0)
     "process certifies its share of the examples and rank 0 writes the report.",
 )
 def command(
-    checkpoint: str,
-    dataset: str | None,
+    model_source: ModelSource,
+    data_source: DataSource,
     split: str,
     threat_texts: tuple[str, ...],
     noises: tuple[str, ...],
@@ -183,10 +158,6 @@ def command(
     propagation certifies the network itself. Launched with ``torchrun --nproc_per_node K -m
     multirobust certify ...`` the examples are shared among the K processes.
     """
-    from ..evaluation import distributed as _dist  # the command line sits above evaluation
-    from ..evaluation.curves import curve
-    from ..evaluation.runner import evaluate
-
     methods = list(dict.fromkeys((["ibp"] if ibp else []) + list(bound_methods)))
     if not noises and not methods:
         raise click.UsageError("Nothing to certify with: give --smoothing NOISE and/or --ibp")
@@ -194,14 +165,9 @@ def command(
         threat_list = [_threats.parse(t) for t in threat_texts]
     except (ValueError, TypeError) as err:
         raise click.ClickException(str(err)) from None
-    out_dir = Path(out)
-    try:
-        check_writable_dir(out_dir)
-    except OSError as err:
-        raise click.ClickException(str(err)) from None
-    model = load_model(checkpoint)
-    dataset = dataset_of(model, dataset)
-    ds = load_data(dataset, split, n, data_root, download=False)
+    out_dir = writable_out(out)
+    model = load_model(model_source)
+    ds = load_examples(data_source, model, split, n, data_root, download=False)
     try:
         dev = _dist.device_for(device)
         shard = _dist.init_from_env(dev) if _dist.launched() else None
@@ -238,24 +204,15 @@ def command(
                 resume_dir=out_dir / "partial" / "evaluate" if resume else None,
                 distributed=shard is not None,
             )
-            largest: dict[str, float] = {}
-            for t in report.threats:
-                kind, _, _ = t.partition(":")
-                eps = _threats.parse(t).eps  # type: ignore[attr-defined]
-                largest[kind] = max(largest.get(kind, 0.0), float(eps))
-            for kind, eps in largest.items():
-                evaluation.curves.append(
-                    curve(
-                        model,
-                        ds,
-                        threat_type=kind,
-                        eps_list=sorted({round(k * eps, 6) for k in CURVE_MULTIPLES}),
-                        preset="quick",
-                        seed=seed,
-                        progress=not quiet,
-                        distributed=shard is not None,
-                    )
-                )
+            evaluation.curves += threat_curves(
+                model,
+                ds.images,
+                ds.labels,
+                [_threats.parse(t) for t in report.threats],  # the balls, unions unpacked
+                seed=seed,
+                progress=not quiet,
+                distributed=shard is not None,
+            )
             report.attach_empirical(evaluation)
     except (ValueError, TypeError, UnsupportedLayerError) as err:
         raise click.ClickException(str(err)) from None
@@ -264,7 +221,7 @@ def command(
             _dist.shutdown()
     if shard is not None and not shard.is_main:
         return
-    report.settings["checkpoint"] = str(checkpoint)
+    report.settings["checkpoint"] = str(model_source)
     report.to_json(out_dir / "certify.json")
     report.to_html(out_dir / "certify.html")
     click.echo(report.summary())
