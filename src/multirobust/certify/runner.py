@@ -335,8 +335,10 @@ def _run_bounds(
     mine = list(range(rank, len(starts), world))
     with_radius = radius_steps > 0 and method != "crown"
     done: dict[int, Any] = {}
+    saved = {b: r for b in mine if (r := store.get(method, b)) is not None}
     bar = tqdm(
         total=sum(min(batch, count - starts[b]) for b in mine),
+        initial=sum(min(batch, count - starts[b]) for b in saved),
         desc=method,
         unit="img",
         disable=not progress or rank != 0,
@@ -344,7 +346,7 @@ def _run_bounds(
     )
     for k, b in enumerate(mine):
         s = starts[b]
-        record = store.get(method, b)
+        record = saved.get(b)
         if record is None:
             xb, yb = x[s : s + batch], labels[s : s + batch]
             record = {
@@ -359,8 +361,8 @@ def _run_bounds(
                     )
                     record["radius"][kind] = r.tolist()
             store.put(method, b, record)
+            bar.update(min(batch, count - s))
         done[b] = record
-        bar.update(min(batch, count - s))
         if on_item is not None:
             on_item(k + 1, len(mine))
     bar.close()
@@ -408,8 +410,12 @@ def _run_smoothing(
     # The radius each threat needs in the noise's norm (certificates cover other norms'
     # balls through the norm inequalities).
     targets = sorted({t.eps / covered_eps(noise.norm, 1.0, t.p, dim) for t in balls})
+    # Saved items count as the bar's start, not as one jump: a jump of millions of samples
+    # would teach tqdm a rate that keeps the bar from redrawing for minutes.
+    saved = {i: r for i in mine if (r := store.get(name, i)) is not None}
     bar = tqdm(
         total=len(mine) * (n0 + n),
+        initial=len(saved) * (n0 + n),
         desc=name,
         unit="sample",
         unit_scale=True,
@@ -418,7 +424,7 @@ def _run_smoothing(
     )
     done: dict[int, Any] = {}
     for k, i in enumerate(mine):
-        record = store.get(name, i)
+        record = saved.get(i)
         if record is None:
             gen = torch.Generator(device=x.device).manual_seed(_seed(seed, noise, i))
             xi = x[i : i + 1]
@@ -446,8 +452,6 @@ def _run_smoothing(
                 "cap": res.cap,
             }
             store.put(name, i, record)
-        else:
-            bar.update(n0 + n)
         done[i] = record
         if on_item is not None:
             on_item(k + 1, len(mine))
