@@ -166,3 +166,20 @@ def test_certify_under_torchrun_gives_the_single_process_numbers(run, tmp_path):
     for name, m in one["methods"].items():
         for key in ("certified", "radius", "prediction", "p_lower", "samples"):
             assert two["methods"][name][key] == m[key], (name, key)
+
+
+@pytest.mark.slow  # the quick preset's attacks: ~80 s on the shared CPUs
+def test_certify_with_the_empirical_side_puts_the_attacks_numbers_beside_the_certificates(
+    tmp_path,
+):
+    args = [*BASE, "--ibp", "--preset", "quick", "--no-curves", "--out", str(tmp_path)]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 0, result.output
+    report = json.loads((tmp_path / "certify.json").read_text())
+    empirical = report["empirical"]
+    assert empirical["preset"] == "quick" and empirical["curves"] == {}
+    assert set(empirical["robust_accuracy"]) >= {"l2:0.3", "linf:0.005"}
+    # A certificate of the network is a proof: the attacks can never beat it.
+    for threat, acc in report["methods"]["ibp"]["certified_accuracy"].items():
+        assert acc <= empirical["robust_accuracy"][threat]
+    assert not [c for c in report["checks"] if c["name"] == "certified-but-broken"]

@@ -107,6 +107,12 @@ log = logging.getLogger(__name__)
     help="Also attack the same examples with `evaluate` (and draw its accuracy-vs-ε curves).",
 )
 @click.option(
+    "--curves/--no-curves",
+    default=True,
+    show_default=True,
+    help="With --empirical: also the accuracy-vs-ε curves (quick preset) on the plots' axes.",
+)
+@click.option(
     "--preset",
     type=click.Choice(sorted(presets.PRESETS)),
     default="standard",
@@ -145,6 +151,7 @@ def command(
     radius_steps: int,
     seed: int,
     empirical: bool,
+    curves: bool,
     preset: str,
     out: str,
     resume: bool,
@@ -204,15 +211,16 @@ def command(
                 resume_dir=out_dir / "partial" / "evaluate" if resume else None,
                 distributed=shard is not None,
             )
-            evaluation.curves += threat_curves(
-                model,
-                ds.images,
-                ds.labels,
-                [_threats.parse(t) for t in report.threats],  # the balls, unions unpacked
-                seed=seed,
-                progress=not quiet,
-                distributed=shard is not None,
-            )
+            if curves:
+                evaluation.curves += threat_curves(
+                    model,
+                    ds.images,
+                    ds.labels,
+                    [_threats.parse(t) for t in report.threats],  # the balls, unions unpacked
+                    seed=seed,
+                    progress=not quiet,
+                    distributed=shard is not None,
+                )
             report.attach_empirical(evaluation)
     except (ValueError, TypeError, UnsupportedLayerError) as err:
         raise click.ClickException(str(err)) from None
