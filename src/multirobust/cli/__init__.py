@@ -15,10 +15,13 @@ import click
 from .. import __version__
 from . import (
     attack,
+    audit,
+    backdoor,
     certify,
     compare,
     evaluate,
     leaderboard,
+    membership,
     optimizer_study,
     quickstart,
     train,
@@ -50,6 +53,9 @@ _SUBCOMMANDS = (
     train,
     optimizer_study,
     universal,
+    backdoor,
+    membership,
+    audit,
     certify,
 )
 for _module in _SUBCOMMANDS:

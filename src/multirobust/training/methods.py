@@ -416,6 +416,7 @@ _REGISTRY: dict[str, Method] = {
             "defensive distillation at temperature T (Papernot et al. 2016); not robust",
             (1, None),
             _distillation,
+            eps_warmup=False,  # no threat inside training: nothing to ramp
         ),
         Method(
             "noise",
