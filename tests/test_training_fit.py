@@ -179,6 +179,8 @@ def test_methods_registry():
         "max-apgd",
         "ensemble",
         "distillation",
+        "noise",
+        "ibp",
     ]
 
 

@@ -17,6 +17,7 @@ from . import (
     attack,
     audit,
     backdoor,
+    certify,
     compare,
     evaluate,
     extract,
@@ -59,6 +60,7 @@ _SUBCOMMANDS = (
     backdoor,
     membership,
     audit,
+    certify,
 )
 for _module in _SUBCOMMANDS:
     main.add_command(_module.command)

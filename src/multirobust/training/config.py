@@ -82,6 +82,10 @@ class TrainConfig:
         temperature: softmax temperature T of defensive distillation (``distillation``;
             Papernot et al. 2016 use 100 on MNIST).
         static_models: checkpoint paths of the fixed models of ensemble training.
+        noise: smoothing noise of ``noise`` training, e.g. ``"gaussian:0.25"`` (Cohen et al.
+            2019), ``"uniform:1"`` or ``"laplace:0.5"`` (ℓ1, Yang et al. 2020).
+        kappa: final weight κ of the clean loss in ``ibp`` training (Gowal et al. 2018: ½);
+            κ falls from 1 over the ``eps_warmup`` ramp.
         early_stop: stop at catastrophic overfitting and keep the best weights; default on
             for ``fast`` only.
         overfit_drop: robust-accuracy fall (fraction) that counts as catastrophic overfitting.
@@ -122,6 +126,8 @@ class TrainConfig:
     replays: int = 4
     temperature: float = 100.0
     static_models: list[str] = field(default_factory=list)
+    noise: str = "gaussian:0.25"
+    kappa: float = 0.5
     early_stop: bool | None = None
     overfit_drop: float = 0.2
     overfit_gap: float = 0.5
@@ -259,6 +265,14 @@ class TrainConfig:
         number("beta", 0.0, strict=False)
         number("temperature", 0.0, strict=True)
         number("eps_warmup", 0.0, strict=False, allow_none=True)
+        try:  # certification training (training/noise.py, training/ibp.py)
+            from ..certify.noise import parse_noise
+
+            parse_noise(self.noise)
+        except ValueError as err:
+            raise ConfigError(f"Invalid noise: {err}") from None
+        if not (isinstance(self.kappa, int | float) and 0 <= self.kappa <= 1):
+            raise ConfigError(f"Invalid kappa: {self.kappa!r} (must be a number in [0, 1])")
         if self.eps_warmup is not None and self.eps_warmup > self.epochs:
             raise ConfigError(
                 f"Invalid eps_warmup: {self.eps_warmup!r} (must be at most epochs={self.epochs})"
