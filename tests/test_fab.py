@@ -136,9 +136,7 @@ def test_finds_the_analytic_minimum_of_an_affine_classifier(classes, p):
         assert (norm <= exact * 1.01).all(), (norm / exact).max()
         with torch.no_grad():
             assert (model(x_adv).argmax(1) != y).all()
-        assert torch.allclose(
-            torch.linalg.vector_norm((x_adv - x).flatten(1), ord=p, dim=1), norm
-        )
+        assert torch.allclose(torch.linalg.vector_norm((x_adv - x).flatten(1), ord=p, dim=1), norm)
         assert x_adv.min() >= 0 and x_adv.max() <= 1
 
 
