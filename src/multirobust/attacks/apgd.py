@@ -153,11 +153,14 @@ def apgd_run(
 
 
 def _sparse_step(grad: torch.Tensor, x_adv: torch.Tensor, frac: torch.Tensor) -> torch.Tensor:
-    """Signs of the top ``frac``·D coordinates of |grad| (per example), ℓ1-normalised.
+    """Signs of the top k = max(1, ⌊frac·D⌋) coordinates of |grad| (per example), ℓ1-normalised.
 
-    The k-th largest |grad_i| (k = ⌈frac·D⌉, at least 1) is the threshold; coordinates the box
-    blocks (at 0 with a negative gradient, at 1 with a positive one) are left out first, so the
-    step's ℓ1 mass goes only where it can move.
+    The k-th largest |grad_i| is the threshold (ties included); coordinates the box blocks (at 0
+    with a negative gradient, at 1 with a positive one) are left out first, so the step's ℓ1
+    mass goes only where it can move. AutoAttack's code rounds k up (⌈frac·D⌉), which never
+    lets k fall below 2 once ‖δ_best‖₀ = 2 (⌈2/1.5⌉ = 2) and leaves the sign step splitting
+    the budget evenly between two coordinates forever; rounding down lets the step concentrate
+    on the single best coordinate, the ℓ1 optimum of a locally linear loss.
     """
     lo, hi = BOX
     g = grad.flatten(1)
@@ -165,9 +168,8 @@ def _sparse_step(grad: torch.Tensor, x_adv: torch.Tensor, frac: torch.Tensor) ->
     g = g.masked_fill(((xa <= lo) & (g < 0)) | ((xa >= hi) & (g > 0)), 0.0)
     mag = g.abs()
     d = g.shape[1]
-    # AutoAttack's index into the ascending sort: (1 − frac)·D, clipped to [0, D − 1].
-    index = ((1.0 - frac) * d).clamp(0, d - 1).long()
-    thresh = mag.sort(dim=1).values.gather(1, index.unsqueeze(1))
+    k = (frac * d).floor().clamp(1, d).long()
+    thresh = mag.sort(dim=1, descending=True).values.gather(1, (k - 1).unsqueeze(1))
     e = torch.where((mag >= thresh) & (mag > 0), g.sign(), torch.zeros_like(g))
     return (e / e.abs().sum(1, keepdim=True).clamp_min(1.0)).reshape(grad.shape)
 
@@ -342,10 +344,13 @@ class APGD(Attack):
 
     Under ℓ1 (``adaptive_sparsity``, the default) each run is APGD-ℓ1 of Croce & Hein (2021):
     sparse steps over an adaptive number of coordinates (:func:`apgd_l1_run`), from AutoAttack's
-    sparse Gaussian start, and with ``use_largereps`` the 3ε → 2ε → ε schedule
+    sparse Gaussian start, and with ``use_largereps`` (the default) the 3ε → 2ε → ε schedule
     (:func:`apgd_l1_largereps`). AutoAttack's ℓ1 version uses ``restarts=5,
-    use_largereps=True``. ``adaptive_sparsity=False`` gives the momentum APGD of the ℓ∞/ℓ2 case
-    with the threat's fixed-percentile (SLIDE) step.
+    use_largereps=True``. The schedule is on by default because without it the sign steps can
+    settle on a few coordinates sharing the budget evenly where one would do better (on a
+    linear model: the largest |w_i| alone), which the larger radii first avoid.
+    ``adaptive_sparsity=False`` gives the momentum APGD of the ℓ∞/ℓ2 case with the threat's
+    fixed-percentile (SLIDE) step.
 
     Args:
         steps: iterations per restart (100 in AutoAttack).
@@ -353,7 +358,8 @@ class APGD(Attack):
         loss: "ce" or "dlr" (or any registered loss).
         rho: fraction of improving steps below which the step size halves (ℓ∞, ℓ2).
         adaptive_sparsity: ℓ1 only: APGD-ℓ1's adaptive sparsity (True) or SLIDE's fixed one.
-        use_largereps: ℓ1 with adaptive sparsity only: the 3ε → 2ε → ε radius schedule.
+        use_largereps: ℓ1 with adaptive sparsity only: the 3ε → 2ε → ε radius schedule
+            (default on).
         eot_samples: gradients and losses averaged over this many calls of the model
             (expectation over transformation, for randomised models; AutoAttack's ``rand``
             version uses 20).
@@ -365,7 +371,7 @@ class APGD(Attack):
     loss: Any = "ce"
     rho: float = 0.75
     adaptive_sparsity: bool = True
-    use_largereps: bool = False
+    use_largereps: bool = True
     eot_samples: int = 1
 
     def _validate(self) -> None:
