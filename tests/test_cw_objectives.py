@@ -153,3 +153,41 @@ def test_cw_objective_changes_what_is_minimised():
 def test_invalid_objective():
     with pytest.raises(ValueError, match="Invalid objective: 'f8'"):
         attacks.create("cw-l2", threat="l2:1", objective="f8")
+
+
+def test_objective_study_compares_the_seven_on_the_same_targets():
+    from multirobust.robustness.objective_study import (
+        objective_study,
+        rows_to_json,
+        rows_to_markdown,
+    )
+
+    model = _linear()
+    x = torch.rand(6, 1, 4, 4, generator=torch.Generator().manual_seed(0))
+    y = model(x).argmax(1).detach()
+    y[0] = (y[0] + 1) % 4  # one misclassified example: left out
+    names = ("f1", "f4", "f6")
+    rows = objective_study(
+        model, x, y, objectives=names, steps=30, binary_search_steps=4, progress=False
+    )
+    assert [r.objective for r in rows] == list(names)
+    for r in rows:
+        assert len(r.norms) == 5 and 0.0 <= r.success_rate <= 1.0
+        finite = [v for v in r.norms if v != float("inf")]
+        assert r.success_rate == pytest.approx(len(finite) / 5)
+        if finite:
+            assert r.mean_l2 == pytest.approx(sum(finite) / len(finite))
+    assert rows[2].success_rate == 1.0  # f6, the paper's choice, on a linear model
+    # The paired mean is over the examples all three broke, so it is a mean of fewer values.
+    common = [i for i in range(5) if all(r.norms[i] != float("inf") for r in rows)]
+    if common:
+        assert rows[2].mean_l2_common == pytest.approx(
+            sum(rows[2].norms[i] for i in common) / len(common)
+        )
+    table = rows_to_markdown(rows)
+    assert table[0].startswith("| objective | success |") and len(table) == 2 + 3
+    assert all(v is None or v >= 0 for d in rows_to_json(rows) for v in d["norms"])
+    with pytest.raises(ValueError, match="Unknown objective"):
+        objective_study(model, x, y, objectives=("f9",), progress=False)
+    with pytest.raises(ValueError, match="Invalid targeting"):
+        objective_study(model, x, y, targeting="worst", progress=False)
