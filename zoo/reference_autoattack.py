@@ -2,14 +2,21 @@
 
     python zoo/reference_autoattack.py --side autoattack   # the independent adversary
     python zoo/reference_autoattack.py --side ours         # multirobust's standard preset
-    python zoo/reference_autoattack.py --side table        # both, side by side
+    python zoo/reference_autoattack.py --side advlib       # adv_lib's ℓ1 attacks (optional)
+    python zoo/reference_autoattack.py --side table        # all, side by side
 
 AutoAttack (Croce & Hein 2020; github.com/fra31/auto-attack) is not part of multirobust and is
 never vendored: clone it anywhere outside the repository and pass ``--reference DIR`` (default
 ``/work/ref/auto-attack``). Its ``standard`` version is run per threat: for ℓ∞ and ℓ2 APGD-CE,
 APGD-T (9 targets), FAB-T (9 targets) and Square (5000 queries); for ℓ1 APGD-CE with
 ``use_largereps`` and 5 restarts, APGD-T (5 targets, ``use_largereps``), FAB-T and ℓ1 Square.
-Ours is ``multirobust.evaluate(..., preset="standard")`` on the same images. Each side writes
+Ours is ``multirobust.evaluate(..., preset="standard")`` on the same images. ``--side advlib``
+runs adv_lib's ℓ1 attacks (Rony & Ben Ayed, PyPI ``adv-lib``; installed outside the project,
+e.g. ``pip install --no-deps --target DIR adv-lib==0.2.8``, passed as ``--advlib DIR``): the
+minimum-norm FMN (1000 steps), ALMA (ℓ1, 1000 steps) and PDPGD (ℓ1, 500 steps); an example
+counts as broken at ℓ1 10 when any of them finds an adversarial point within ℓ1 10 in the box.
+Its package imports ``torchvision`` and ``visdom`` for parts these attacks do not use; empty
+stand-ins are put in their place. Each side writes
 one JSON file per model (per-example robustness per threat, seconds) into ``--out``, so the
 runs can be made at different times and resumed model by model; ``--side table`` prints the
 robust accuracies and, per model and threat, how many examples one side breaks and the other
@@ -75,6 +82,43 @@ def run_autoattack(
     }
 
 
+def run_advlib(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, advlib: Path) -> dict:
+    """adv_lib's minimum-norm ℓ1 attacks; broken at ℓ1 10 if any finds a point within it."""
+    import types
+
+    for name in ("torchvision", "torchvision.models", "visdom"):
+        sys.modules.setdefault(name, types.ModuleType(name))
+    sys.modules["torchvision"].models = sys.modules["torchvision.models"]  # type: ignore[attr-defined]
+    sys.modules["visdom"].Visdom = object  # type: ignore[attr-defined]
+    if str(advlib) not in sys.path:
+        sys.path.insert(0, str(advlib))
+    from adv_lib.attacks import alma, fmn, pdpgd  # noqa: PLC0415 - outside the project
+
+    runs = {
+        "fmn": lambda: fmn(model, x, y, norm=1, steps=1000),
+        "alma": lambda: alma(model, x, y, distance="l1", num_steps=1000),
+        "pdpgd": lambda: pdpgd(model, x, y, norm=1, num_steps=500),
+    }
+    robust = torch.ones(len(x), dtype=torch.bool)
+    out: dict = {"l1:10": {}}
+    for label, call in runs.items():
+        start = time.perf_counter()
+        x_adv = call().detach()
+        seconds = time.perf_counter() - start
+        with torch.no_grad():
+            wrong = model(x_adv).argmax(1) != y
+        norm = _norm(x_adv - x, "l1")
+        inside = (x_adv.flatten(1).min(1).values >= 0) & (x_adv.flatten(1).max(1).values <= 1)
+        broken = wrong & inside & (norm <= 10 * (1 + 1e-5))
+        robust &= ~broken
+        out["l1:10"][label] = {"broken": int(broken.sum()), "seconds": seconds}
+        print(f"  adv_lib {label}: breaks {int(broken.sum())} ({seconds:.0f} s)", flush=True)
+    with torch.no_grad():
+        robust &= model(x).argmax(1) == y
+    out["l1:10"]["robust"] = robust.tolist()
+    return out
+
+
 def run_ours(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, preset: str) -> dict:
     """multirobust's evaluation with ``preset`` under every threat at once."""
     from multirobust.evaluation import evaluate
@@ -121,16 +165,26 @@ def table(out: Path, names: list[str]) -> list[str]:
                 f"| `{name}` | {threat} | {a:.1%} | {b:.1%} | {100 * (a - b):+.1f} "
                 f"| {int((o & ~r).sum())} | {int((~o & r).sum())} |"
             )
+        adv = _load(out, "advlib", name)
+        if adv is not None:
+            o = torch.tensor(ours["l1:10"]["robust"])
+            r = torch.tensor(adv["l1:10"]["robust"])
+            a, b = o.float().mean().item(), r.float().mean().item()
+            lines.append(
+                f"| `{name}` | l1:10 (adv_lib FMN, ALMA, PDPGD) | {a:.1%} | {b:.1%} "
+                f"| {100 * (a - b):+.1f} | {int((o & ~r).sum())} | {int((~o & r).sum())} |"
+            )
     return lines
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--side", choices=["autoattack", "ours", "table"], required=True)
+    parser.add_argument("--side", choices=["autoattack", "ours", "advlib", "table"], required=True)
     parser.add_argument("--models", nargs="+", default=MODELS)
     parser.add_argument("--n", type=int, default=200)
     parser.add_argument("--preset", default="standard")
     parser.add_argument("--reference", type=Path, default=Path("/work/ref/auto-attack"))
+    parser.add_argument("--advlib", type=Path, default=Path("/work/ref/advlib"))
     parser.add_argument("--zoo", type=Path, default=Path(__file__).resolve().parent)
     parser.add_argument("--out", type=Path, default=Path("runs/strength/reference"))
     parser.add_argument("--resume", action="store_true", help="skip models already written")
@@ -161,6 +215,10 @@ def main() -> None:
                     f"{name} {threat}: AutoAttack {acc:.1%} ({result[threat]['seconds']:.0f} s)",
                     flush=True,
                 )
+        elif args.side == "advlib":
+            result.update(run_advlib(model, x, y, args.advlib))
+            acc = sum(result["l1:10"]["robust"]) / args.n
+            print(f"{name} l1:10: adv_lib {acc:.1%}", flush=True)
         else:
             result.update(run_ours(model, x, y, args.preset))
             accs = ", ".join(f"{t} {sum(result[t]['robust']) / args.n:.1%}" for t in THREATS)
