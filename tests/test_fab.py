@@ -54,13 +54,13 @@ def _reference_projection(t, w, c, p):
 @pytest.mark.parametrize("p", [math.inf, 2.0, 1.0])
 def test_hyperplane_projection_matches_a_solver(p):
     g = torch.Generator().manual_seed(0)
-    t = torch.rand(25, 7, generator=g, dtype=torch.float64)
+    t = torch.rand(12, 7, generator=g, dtype=torch.float64)
     t[:, 0], t[:, 1] = 0.0, 1.0  # on the box faces
-    w = torch.randn(25, 7, generator=g, dtype=torch.float64)
+    w = torch.randn(12, 7, generator=g, dtype=torch.float64)
     w[:, 2] = 0.0  # a coordinate the plane ignores
-    c = 0.8 * torch.randn(25, generator=g, dtype=torch.float64)
+    c = 0.8 * torch.randn(12, generator=g, dtype=torch.float64)
     d, reachable = project_onto_hyperplane(t, w, c, p)
-    for i in range(25):
+    for i in range(12):
         ref = _reference_projection(t[i].numpy(), w[i].numpy(), c[i].item(), p)
         assert bool(reachable[i]) == (ref is not None)
         inside = t[i] + d[i]
@@ -129,7 +129,7 @@ def test_finds_the_analytic_minimum_of_an_affine_classifier(classes, p):
     else:
         assert (exact < 0.45).all()
     for target_classes in (0, classes - 1):  # untargeted FAB, FAB-T over every other class
-        x_adv, norm = fab_minimum_norm(model, x, y, p, steps=100, target_classes=target_classes)
+        x_adv, norm = fab_minimum_norm(model, x, y, p, steps=40, target_classes=target_classes)
         assert (norm >= exact * (1 - 1e-9)).all()  # nothing beats the exact minimum ...
         # ... and FAB gets within 1%: its overshoot η = 1.05 followed by backward steps
         # β = 0.9 settles about 0.5% past the boundary on a linear model.
@@ -169,8 +169,7 @@ def test_respects_the_box_where_it_binds(p):
     assert (norm >= exact * (1 - 1e-9)).all() and (norm <= exact * 1.01).all()
 
 
-@pytest.mark.parametrize("name", ["fab", "fab-t"])
-@pytest.mark.parametrize("threat", ["linf", "l2", "l1"])
+@pytest.mark.parametrize("name, threat", [("fab", "linf"), ("fab", "l1"), ("fab-t", "l2")])
 def test_fixed_eps_succeeds_exactly_when_the_minimum_fits(name, threat):
     model, weight, z, x, y = _affine_problem(4, seed=5)
     exact, _ = _analytic(weight, z, y, NORMS[threat])
@@ -212,6 +211,7 @@ def test_invalid_options():
         project_onto_hyperplane(torch.zeros(1, 2), torch.ones(1, 2), torch.ones(1), 3.0)
 
 
+@pytest.mark.slow
 def test_mnist_fab_t_is_as_small_as_deepfool(mnist_model, mnist_test):
     """On a real CNN, FAB-T's ℓ2 minimum is no larger than DeepFool's (FAB's paper: smaller)."""
     x, y = mnist_test.images[:16], mnist_test.labels[:16]

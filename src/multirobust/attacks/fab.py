@@ -121,6 +121,8 @@ def project_onto_hyperplane(
     mag = torch.where(reachable.unsqueeze(1), mag, room * (a > 0))
     d = s * mag
     d = torch.where((c64 == 0).unsqueeze(1), torch.zeros_like(d), d)
+    # cap / a · a is room only up to rounding: keep t + d in the box exactly.
+    d = (t64 + d).clamp(lo, hi) - t64
     return d.to(dtype), reachable
 
 
