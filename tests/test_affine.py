@@ -53,7 +53,7 @@ def test_only_a_mixture_breaks_the_product_model(toy):
     atk = attacks.create("affine", threat="affine(linf:0.1,l1:0.5)", steps=50, lambdas=5)
     res = atk(model, x, y)
     assert res.success.all()
-    lam, da, db = res.params
+    lam, da, db = res.params.lam, res.params.delta_a, res.params.delta_b
     assert ((lam > 0) & (lam < 1)).all()  # an interior λ, neither ball alone
     assert (da.flatten(1).abs().amax(1) <= 0.1 + 1e-9).all()
     assert (db.flatten(1).abs().sum(1) <= 0.5 + 1e-9).all()

@@ -110,8 +110,8 @@ def test_apgd_options_reach_the_l1_run():
     y = torch.zeros(2, dtype=torch.long)
     attacks.create("apgd", threat="l1:2", steps=10, use_largereps=True)(model, x, y)
     # The contract's clean pass, the stages' (1 + 3) + (1 + 3) + (1 + 4) passes, then the
-    # contract's two passes on the result.
-    assert len(model.seen) == 1 + 4 + 4 + 5 + 2
+    # contract's one pass on the result.
+    assert len(model.seen) == 1 + 4 + 4 + 5 + 1
     with pytest.raises(ValueError, match="Invalid use_largereps"):
         attacks.create("apgd", threat="l1:2", use_largereps="yes")
     with pytest.raises(ValueError, match="Invalid eot_samples"):

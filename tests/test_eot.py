@@ -78,9 +78,10 @@ def test_attacks_average_over_eot_samples(name):
     assert atk(net, x, y).robust.all()
     plain, net.calls = net.calls, 0
     attacks.create(name, threat="linf:0.001", steps=3, eot_samples=5)(net, x, y)
-    # Every gradient costs 5 calls instead of 1; the contract's three own passes (the clean
-    # one, then two on the result) stay single.
-    assert net.calls == 3 + 5 * (plain - 3)
+    # Every gradient costs 5 calls instead of 1; the contract's two own passes (the clean one
+    # and the one on the result) stay single.
+    assert plain > 2
+    assert net.calls == 2 + 5 * (plain - 2)
 
 
 class _Scripted(nn.Module):

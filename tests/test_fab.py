@@ -1,6 +1,7 @@
 """FAB (Croce & Hein 2020): the exact hyperplane ∩ box projection against linear programs, the
 analytic minimum distance of affine classifiers, the fixed-ε semantics of ``fab``/``fab-t``,
-and behaviour on MNIST. The attack contract is covered by test_attack_contracts.py."""
+the minimum-norm ``fab-linf``/``fab-l2``/``fab-l1``, and behaviour on MNIST. The attack
+contract is covered by test_attack_contracts.py."""
 
 import math
 
@@ -181,6 +182,21 @@ def test_fixed_eps_succeeds_exactly_when_the_minimum_fits(name, threat):
         assert not below(model, x[i : i + 1], y[i : i + 1]).success.any()
 
 
+@pytest.mark.parametrize("threat", ["linf", "l2", "l1"])
+def test_minimum_norm_contract_returns_the_analytic_distance(threat):
+    model, weight, z, x, y = _affine_problem(4, seed=1)
+    exact, _ = _analytic(weight, z, y, NORMS[threat])
+    res = attacks.create_minimum_norm(f"fab-{threat}", steps=40)(model, x, y)
+    assert res.found.all() and res.norm == threat
+    # The same 1% window as the function itself (see the analytic test above).
+    assert (res.distance >= exact * (1 - 1e-9)).all() and (res.distance <= exact * 1.01).all()
+    # Asked for a fixed budget, it is the fixed-ε attack of that norm.
+    within = attacks.create(
+        f"fab-{threat}", threat=f"{threat}:{float(exact.max()) * 1.1}", steps=40
+    )
+    assert within(model, x, y).success.all()
+
+
 def test_explicit_targets_reach_the_target():
     model, weight, z, x, y = _affine_problem(4, seed=2)
     targets = (y + 2) % 4
@@ -219,6 +235,6 @@ def test_mnist_fab_t_is_as_small_as_deepfool(mnist_model, mnist_test):
         keep = mnist_model(x).argmax(1) == y
     x, y = x[keep], y[keep]
     _, fab = fab_minimum_norm(mnist_model, x, y, 2.0, steps=50, target_classes=3)
-    deepfool = attacks.create("deepfool-l2", threat="l2:100")(mnist_model, x, y)
+    deepfool = attacks.create_minimum_norm("deepfool-l2")(mnist_model, x, y).distance
     assert torch.isfinite(fab).all()
-    assert fab.median() <= deepfool.norm.median() * 1.02, (fab.median(), deepfool.norm.median())
+    assert fab.median() <= deepfool.median() * 1.02, (fab.median(), deepfool.median())

@@ -25,15 +25,16 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar, cast
 
 import torch
 from torch import nn
 
 from .. import losses
-from ..threats import Affine, LpBall, Threat
+from ..threats import Affine, AffineParams, LpBall, Threat, ThreatParams
 from .apgd import apgd_l1_largereps, apgd_l1_run, apgd_run
 from .base import Attack, Context, check_nonneg_int, check_positive_int
+from .goals import goal_of
 from .registry import create, get, register
 
 
@@ -58,7 +59,9 @@ class _Pair(LpBall):
     def _scale(ball: LpBall) -> float:
         return ball.eps * (0.5 if ball.p == 1 else 1.0)
 
-    def project(self, x_adv: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    def project(
+        self, x_adv: torch.Tensor, x: torch.Tensor, params: ThreatParams | None = None
+    ) -> torch.Tensor:
         return torch.stack(
             [self.a.project(x_adv[:, 0], x[:, 0]), self.b.project(x_adv[:, 1], x[:, 1])], 1
         )
@@ -88,6 +91,12 @@ class _Pair(LpBall):
 
     def _sample_delta(self, x: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
         raise NotImplementedError  # random_init() is overridden
+
+    def project_ball(self, delta: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError  # only project() is used
+
+    def boundary_step(self, gap: torch.Tensor, grad: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError  # not a minimum-norm geometry
 
 
 class _Mixed(nn.Module):
@@ -121,11 +130,11 @@ class AffineAttack(Attack):
         random_start: start APGD from a random point (a sparse Gaussian one for ℓ1) or from x.
     """
 
-    name = "affine"
+    supported_threats: ClassVar[tuple[type[Threat], ...]] = (Affine,)
     lambdas: int = 5
     grid: Any = None
     steps: int = 100
-    loss: Any = "ce"
+    loss: Any = None
     target_classes: int = 0
     queries: int = 0
     endpoints: bool = True
@@ -149,15 +158,6 @@ class AffineAttack(Attack):
             if not values or not all(0.0 <= v <= 1.0 for v in values):
                 raise ValueError(f"Invalid grid: {self.grid!r} (must be a sequence of λ in [0, 1])")
             object.__setattr__(self, "grid", values)
-        losses.get(self.loss)
-
-    @classmethod
-    def supports(cls, threat: Threat) -> bool:
-        return isinstance(threat, Affine)
-
-    @classmethod
-    def supported_description(cls) -> str:
-        return "supported: affine(A,B) threats of two ℓp balls"
 
     def lambda_values(self) -> tuple[float, ...]:
         """The λ grid, in the order the attack tries it."""
@@ -206,9 +206,7 @@ class AffineAttack(Attack):
     # ------------------------------------------------------------------ one λ
     def _at_lambda(self, ctx: Context, lam: float) -> tuple[torch.Tensor, torch.Tensor]:
         """Attack at one λ. Returns (δa, δb) for the examples of ``ctx``."""
-        threat = ctx.threat
-        assert isinstance(threat, Affine)
-        a, b = threat.a, threat.b
+        a, b = _affine(ctx).a, _affine(ctx).b
         x = ctx.x
         if self.endpoints and lam in (0.0, 1.0):
             ball = a if lam == 1.0 else b
@@ -216,7 +214,9 @@ class AffineAttack(Attack):
             x_adv = self._white_box(member, ball, pair=False)
             if self.queries > 0:
                 x_adv = self._black_box(member, ball, x_adv)
-            delta = x_adv - x
+            # The member attack's points are in its ball; projecting costs nothing and makes
+            # the parameters exact to the last bit.
+            delta = ball.project(x_adv, x) - x
             zero = torch.zeros_like(x)
             return (delta, zero) if lam == 1.0 else (zero, delta)
         pair = _Pair(a, b)
@@ -236,25 +236,18 @@ class AffineAttack(Attack):
             cls = get(name)
             if not cls.supports(ball) or (name == "square" and ctx.x.dim() != 4):
                 continue
-            search = create(
-                name,
-                threat=ball,
-                steps=self.queries,
-                seed=self.seed,
-                goal=self.goal,
-                confidence_threshold=self.confidence_threshold,
-            )
+            search = create(name, threat=ball, steps=self.queries, seed=self.seed)
             sub = ctx.subset(rows)
-            res = search(ctx.model, sub.x, sub.y, targets=sub.targets, generator=ctx.generator)
+            goal = goal_of(sub.targets, sub.threshold)
+            res = search(ctx.model, sub.x, sub.y, goal=goal, generator=ctx.generator)
             with torch.no_grad():
                 hit = sub.met(ctx.model(res.x_adv))
             x_adv = x_adv.clone()
             x_adv[rows[hit]] = res.x_adv[hit]
         return x_adv
 
-    def _run(self, ctx: Context) -> tuple[torch.Tensor, Any]:
-        threat = ctx.threat
-        assert isinstance(threat, Affine)
+    def _run(self, ctx: Context) -> tuple[torch.Tensor, ThreatParams | None]:
+        threat = _affine(ctx)
         x = ctx.x
         n = x.shape[0]
         lam_best = torch.zeros(n, device=x.device, dtype=x.dtype)
@@ -279,7 +272,13 @@ class AffineAttack(Attack):
             db_best[take] = db[better]
             best_loss[take] = value[better]
             found[rows] |= hit
-        return threat.combine(x, lam_best, da_best, db_best), (lam_best, da_best, db_best)
+        params = AffineParams(lam_best, da_best, db_best)
+        return threat.combine(x, lam_best, da_best, db_best), params
+
+
+def _affine(ctx: Context) -> Affine:
+    # supported_threats = (Affine,): the contract has checked the threat's kind already.
+    return cast(Affine, ctx.threat)
 
 
 @dataclass(frozen=True)

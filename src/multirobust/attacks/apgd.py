@@ -8,17 +8,15 @@ and (``use_largereps``) a radius schedule 3ε → 2ε → ε.
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 import math
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 
-from .. import losses
-from ..threats import LpBall
-from ..threats.base import BOX
+from ..threats import LpBall, ThreatParams
+from ..threats.base import movable_in_box
 from .base import Attack, Context, check_positive_int
 from .gradients import input_gradient
 from .registry import register
@@ -65,8 +63,7 @@ def apgd_run(
     With ``eot_samples`` > 1 every gradient, loss and goal test is the mean over that many calls
     of a randomised model (EOT).
     """
-    threat = ctx.threat
-    assert isinstance(threat, LpBall)
+    threat = ctx.ball
     n, x0_all = ctx.x.shape[0], ctx.x
     view = (-1,) + (1,) * (x0_all.dim() - 1)
     # ℓ1 steps are sparse and ℓ1-normalised: a full 2ε jump would spend the budget on a handful
@@ -162,10 +159,7 @@ def _sparse_step(grad: torch.Tensor, x_adv: torch.Tensor, frac: torch.Tensor) ->
     the budget evenly between two coordinates forever; rounding down lets the step concentrate
     on the single best coordinate, the ℓ1 optimum of a locally linear loss.
     """
-    lo, hi = BOX
-    g = grad.flatten(1)
-    xa = x_adv.flatten(1)
-    g = g.masked_fill(((xa <= lo) & (g < 0)) | ((xa >= hi) & (g > 0)), 0.0)
+    g = movable_in_box(grad, x_adv).flatten(1)
     mag = g.abs()
     d = g.shape[1]
     k = (frac * d).floor().clamp(1, d).long()
@@ -205,8 +199,7 @@ def apgd_l1_run(
         ``use_largereps``), the point to report (the first that met the goal, else x_best), and
         (N,) goal met. Broken examples leave the batch at the next check (``early_stop``).
     """
-    threat = ctx.threat
-    assert isinstance(threat, LpBall)
+    threat = ctx.ball
     n, x0_all = ctx.x.shape[0], ctx.x
     d = x0_all[0].numel()
     view = (-1,) + (1,) * (x0_all.dim() - 1)
@@ -283,13 +276,6 @@ def apgd_l1_run(
     return best_all, out_all, found_all
 
 
-def _with_eps(threat: LpBall, eps: float) -> LpBall:
-    """The same threat model (sparsity and all) with radius ``eps``."""
-    out = copy.copy(threat)
-    out.eps = eps
-    return out
-
-
 def _gaussian_start(threat: LpBall, x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
     """AutoAttack's ℓ1 start: x + g, g ~ N(0, I), projected onto the ball ∩ box (sparse)."""
     g = torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
@@ -305,7 +291,8 @@ def apgd_l1_largereps(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """APGD-ℓ1 with AutoAttack's ``use_largereps`` radius schedule.
 
-    Runs at radii 3ε, 2ε and ε for ⌈0.3·steps⌉, ⌈0.3·steps⌉ and the remaining iterations, each
+    Runs at radii 3ε, 2ε and ε for ⌈0.3·steps⌉, ⌈0.3·steps⌉ and the remaining iterations (at
+    least one at ε: with very few steps the larger radii give some up), each
     starting from the previous run's highest-loss point projected onto the smaller ball (the
     first from a Gaussian point projected onto the 3ε ball). A larger ball first finds where the
     sparse perturbation should go; only the last run, at ε, can break examples.
@@ -313,15 +300,21 @@ def apgd_l1_largereps(
     Returns:
         ``(x_adv, found)`` at radius ε.
     """
-    threat = ctx.threat
-    assert isinstance(threat, LpBall)
+    threat = ctx.ball
     counts = [math.ceil(frac * steps) for _, frac in LARGEREPS[:-1]]
+    # The run at ε itself gets at least one iteration (only it can return a point in the
+    # ball): with few steps the larger radii give some up, the later one first.
+    over = sum(counts) - (steps - 1)
+    for i in reversed(range(len(counts))):
+        cut = min(max(over, 0), counts[i])
+        counts[i] -= cut
+        over -= cut
     counts.append(steps - sum(counts))
     radii = [scale * threat.eps for scale, _ in LARGEREPS]
-    x_start = _gaussian_start(_with_eps(threat, radii[0]), ctx.x, generator)
+    x_start = _gaussian_start(threat.with_eps(radii[0]), ctx.x, generator)
     out, found = x_start, torch.zeros(ctx.x.shape[0], dtype=torch.bool, device=ctx.x.device)
     for i, (eps, count) in enumerate(zip(radii, counts, strict=True)):
-        ball = _with_eps(threat, eps)
+        ball = threat.with_eps(eps)
         x_start = ball.project(x_start, ctx.x)
         if count < 1:
             continue
@@ -355,7 +348,7 @@ class APGD(Attack):
     Args:
         steps: iterations per restart (100 in AutoAttack).
         restarts: runs from random starts; later runs attack only unbroken examples.
-        loss: "ce" or "dlr" (or any registered loss).
+        loss: "ce" or "dlr" (or any registered loss); None is cross-entropy.
         rho: fraction of improving steps below which the step size halves (ℓ∞, ℓ2).
         adaptive_sparsity: ℓ1 only: APGD-ℓ1's adaptive sparsity (True) or SLIDE's fixed one.
         use_largereps: ℓ1 with adaptive sparsity only: the 3ε → 2ε → ε radius schedule
@@ -365,10 +358,9 @@ class APGD(Attack):
             version uses 20).
     """
 
-    name = "apgd"
     steps: int = 100
     restarts: int = 1
-    loss: Any = "ce"
+    loss: Any = None
     rho: float = 0.75
     adaptive_sparsity: bool = True
     use_largereps: bool = True
@@ -383,12 +375,10 @@ class APGD(Attack):
         for flag in ("adaptive_sparsity", "use_largereps"):
             if not isinstance(getattr(self, flag), bool):
                 raise ValueError(f"Invalid {flag}: {getattr(self, flag)!r} (must be True or False)")
-        losses.get(self.loss)
 
     def _one_run(self, ctx: Context) -> tuple[torch.Tensor, torch.Tensor]:
         """One run from a fresh random start on the examples of ``ctx``."""
-        threat = ctx.threat
-        assert isinstance(threat, LpBall)
+        threat = ctx.ball
         if threat.p == 1 and self.adaptive_sparsity:
             if self.use_largereps:
                 return apgd_l1_largereps(
@@ -415,7 +405,7 @@ class APGD(Attack):
             found[rows] |= hit
         return x_adv, found
 
-    def _run(self, ctx: Context) -> tuple[torch.Tensor, Any]:
+    def _run(self, ctx: Context) -> tuple[torch.Tensor, ThreatParams | None]:
         return self._restarts(ctx)[0], None
 
 
@@ -429,15 +419,14 @@ class APGDTargeted(APGD):
     targeted attack on those.
     """
 
-    name = "apgd-t"
-    loss: Any = "dlr"
+    default_loss: ClassVar[str] = "dlr"
     target_classes: int = 9
 
     def _validate(self) -> None:
         super()._validate()
         check_positive_int("target_classes", self.target_classes)
 
-    def _run(self, ctx: Context) -> tuple[torch.Tensor, Any]:
+    def _run(self, ctx: Context) -> tuple[torch.Tensor, ThreatParams | None]:
         if ctx.targets is not None:
             return self._restarts(ctx)[0], None
         with torch.no_grad():

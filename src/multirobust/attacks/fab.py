@@ -20,7 +20,8 @@ the smallest so far, and the iterate steps back towards x: x_{k+1} ← x + β(x_
 classes in turn, one backward pass per step instead of one per class.
 
 :func:`fab_minimum_norm` is the attack as a minimum-norm search (the smallest perturbation found
-per example); the registered ``fab`` and ``fab-t`` are its fixed-ε forms, which succeed when the
+per example), registered under the minimum-norm contract as ``fab-linf``, ``fab-l2`` and
+``fab-l1``; the registered ``fab`` and ``fab-t`` are its fixed-ε forms, which succeed when the
 perturbation found is within ε. Defaults are AutoAttack's: 100 steps, α_max = 0.1, η = 1.05,
 β = 0.9, restarts from a random point at half the radius (the smaller of ε and the best norm so
 far).
@@ -29,19 +30,24 @@ far).
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import ClassVar
 
 import torch
 from torch import nn
 
-from ..threats import LpBall, Threat
+from ..threats import L1Ball, L2Ball, LinfBall, Threat, ThreatParams
 from ..threats.base import BOX
-from .base import Attack, Context, check_positive, check_positive_int
+from .base import (
+    Attack,
+    Context,
+    MinimumNormAttack,
+    check_nonneg_int,
+    check_positive,
+    check_positive_int,
+)
+from .goals import GoalFn
 from .registry import register
-
-GoalFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 
 def _dual(p: float) -> float:
@@ -259,6 +265,7 @@ def fab_minimum_norm(
     alpha_max: float = 0.1,
     eta: float = 1.05,
     beta: float = 0.9,
+    clean_logits: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """FAB as a minimum-norm attack: the smallest adversarial perturbation found per example.
 
@@ -280,6 +287,7 @@ def fab_minimum_norm(
             misclassified, or classified as the target with ``targets``).
         stop_at: examples whose best norm is ≤ this leave before the next run (the fixed-ε
             attacks pass ε); None keeps improving every example through every run.
+        clean_logits: the model's output at x when the caller has it (saves a forward pass).
 
     Returns:
         ``(x_adv, norm)``: (N, ...) the smallest adversarial point found (x where none was) and
@@ -288,8 +296,10 @@ def fab_minimum_norm(
     n = x.shape[0]
     if generator is None:
         generator = torch.Generator(device=x.device).manual_seed(0)
-    with torch.no_grad():
-        clean = model(x)
+    clean = clean_logits
+    if clean is None:
+        with torch.no_grad():
+            clean = model(x)
     classes = clean.shape[1]
     best = torch.full((n,), math.inf, device=x.device, dtype=x.dtype)
     x_best = x.clone()
@@ -351,9 +361,53 @@ def _restrict(goal: GoalFn, rows: torch.Tensor) -> GoalFn:
     return lambda logits, r: goal(logits, rows[r])
 
 
+@dataclass(frozen=True, kw_only=True)
+class _FABOptions:
+    """FAB's options, shared by the fixed-ε and the minimum-norm forms."""
+
+    steps: int = 100
+    restarts: int = 1
+    alpha_max: float = 0.1
+    eta: float = 1.05
+    beta: float = 0.9
+
+    def _check_fab(self) -> None:
+        check_positive_int("steps", self.steps)
+        check_positive_int("restarts", self.restarts)
+        check_positive("eta", self.eta)
+        for name in ("alpha_max", "beta"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value <= 1:
+                raise ValueError(f"Invalid {name}: {value!r} (must be in [0, 1])")
+
+    def _search(
+        self, ctx: Context, target_classes: int, eps: float | None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """:func:`fab_minimum_norm` on the examples of ``ctx`` under ``ctx.ball``'s norm;
+        ``eps`` (fixed-ε forms) sets the restarts' radius and lets examples within it stop."""
+        return fab_minimum_norm(
+            ctx.model,
+            ctx.x,
+            ctx.y,
+            ctx.ball.p,
+            steps=self.steps,
+            restarts=self.restarts,
+            targets=ctx.targets,
+            target_classes=target_classes if ctx.targets is None else 0,
+            init_radius=eps,
+            generator=ctx.generator,
+            goal_met=ctx.goal_met,
+            stop_at=eps,
+            alpha_max=self.alpha_max,
+            eta=self.eta,
+            beta=self.beta,
+            clean_logits=ctx.clean_logits,
+        )
+
+
 @register("fab")
 @dataclass(frozen=True, kw_only=True)
-class FAB(Attack):
+class FAB(_FABOptions, Attack):
     """FAB (Croce & Hein 2020) under an ℓ∞, ℓ2 or ℓ1 ball: succeeds when the smallest
     perturbation it finds is within ε (see :func:`fab_minimum_norm` for the search).
 
@@ -365,49 +419,14 @@ class FAB(Attack):
         beta: backward step after an adversarial iterate (0.9).
     """
 
-    name = "fab"
-    steps: int = 100
-    restarts: int = 1
-    alpha_max: float = 0.1
-    eta: float = 1.05
-    beta: float = 0.9
-
     def _validate(self) -> None:
-        check_positive_int("steps", self.steps)
-        check_positive_int("restarts", self.restarts)
-        check_positive("eta", self.eta)
-        for name in ("alpha_max", "beta"):
-            value = getattr(self, name)
-            if not isinstance(value, int | float) or not 0 <= value <= 1:
-                raise ValueError(f"Invalid {name}: {value!r} (must be in [0, 1])")
-
-    @classmethod
-    def supports(cls, threat: Threat) -> bool:
-        return isinstance(threat, LpBall) and threat.p in (math.inf, 2.0, 1.0)
+        self._check_fab()
 
     def _target_classes(self) -> int:
         return 0
 
-    def _run(self, ctx: Context) -> tuple[torch.Tensor, Any]:
-        threat = ctx.threat
-        assert isinstance(threat, LpBall)
-        x_adv, _ = fab_minimum_norm(
-            ctx.model,
-            ctx.x,
-            ctx.y,
-            threat.p,
-            steps=self.steps,
-            restarts=self.restarts,
-            targets=ctx.targets,
-            target_classes=self._target_classes() if ctx.targets is None else 0,
-            init_radius=threat.eps,
-            generator=ctx.generator,
-            goal_met=ctx.goal_met,
-            stop_at=threat.eps,
-            alpha_max=self.alpha_max,
-            eta=self.eta,
-            beta=self.beta,
-        )
+    def _run(self, ctx: Context) -> tuple[torch.Tensor, ThreatParams | None]:
+        x_adv, _ = self._search(ctx, self._target_classes(), ctx.ball.eps)
         return x_adv, None
 
 
@@ -419,7 +438,6 @@ class FABTargeted(FAB):
     within ε. With explicit ``targets`` it is a plain targeted FAB on those.
     """
 
-    name = "fab-t"
     target_classes: int = 9
 
     def _validate(self) -> None:
@@ -428,3 +446,65 @@ class FABTargeted(FAB):
 
     def _target_classes(self) -> int:
         return self.target_classes
+
+
+@dataclass(frozen=True, kw_only=True)
+class _FABMinimumNorm(_FABOptions, MinimumNormAttack):
+    """FAB as a minimum-norm attack: per example the smallest perturbation found; subclasses
+    fix the norm through ``supported_threats``.
+
+    Args:
+        steps, restarts, alpha_max, eta, beta: as for :class:`FAB`; restarts after the first
+            start at half the best norm found so far.
+        target_classes: 0 runs untargeted FAB (C − 1 backward passes per step); k > 0 runs
+            FAB-T against the k most likely wrong classes (one backward pass per step each).
+    """
+
+    # Per example: steps × (C − 1) backward passes untargeted, steps per target for FAB-T;
+    # about C&W's budget, so searches run it after C&W.
+    cost: ClassVar[int] = 200
+    target_classes: int = 0
+
+    def _validate(self) -> None:
+        self._check_fab()
+        check_nonneg_int("target_classes", self.target_classes)
+
+    def _run(self, ctx: Context) -> tuple[torch.Tensor, torch.Tensor]:
+        x_adv, norm = self._search(ctx, self.target_classes, None)
+        return x_adv, torch.isfinite(norm)
+
+
+@register("fab-linf")
+@dataclass(frozen=True, kw_only=True)
+class FABLinf(_FABMinimumNorm):
+    """FAB minimising the ℓ∞ norm (Croce & Hein 2020); see :class:`_FABMinimumNorm`."""
+
+    supported_threats: ClassVar[tuple[type[Threat], ...]] = (LinfBall,)
+
+
+@register("fab-l2")
+@dataclass(frozen=True, kw_only=True)
+class FABL2(_FABMinimumNorm):
+    """FAB minimising the ℓ2 norm (Croce & Hein 2020); see :class:`_FABMinimumNorm`."""
+
+    supported_threats: ClassVar[tuple[type[Threat], ...]] = (L2Ball,)
+
+
+@register("fab-l1")
+@dataclass(frozen=True, kw_only=True)
+class FABL1(_FABMinimumNorm):
+    """FAB minimising the ℓ1 norm (Croce & Hein 2020); see :class:`_FABMinimumNorm`."""
+
+    supported_threats: ClassVar[tuple[type[Threat], ...]] = (L1Ball,)
+
+
+__all__ = [
+    "FAB",
+    "FABL1",
+    "FABL2",
+    "FABLinf",
+    "FABTargeted",
+    "fab_minimum_norm",
+    "fab_run",
+    "project_onto_hyperplane",
+]

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -27,8 +26,9 @@ from torch import nn
 
 from .. import models
 from ..models.state import model_state
-from ..threats import LpBall, Threat
+from ..threats import Threat, ThreatParams
 from .base import Attack, Context, check_positive, check_positive_int
+from .goals import goal_of
 from .registry import create, get, register
 
 
@@ -76,7 +76,8 @@ def distill_surrogate(
         inputs: unlabelled inputs (N, ...) in the box: the evaluation batch, or more data.
         surrogate: the network to train (a copy is trained; the argument is left alone);
             :func:`default_surrogate` (``small_cnn`` for images) when None.
-        threat: ℓp ball to sample extra query points from; only ``inputs`` when None.
+        threat: threat model to sample extra query points from (random members around each
+            input); only ``inputs`` when None.
         samples: query points per input (≥ 1; 1 means ``inputs`` only).
         steps: Adam steps.
         batch_size: query points per step.
@@ -96,8 +97,8 @@ def distill_surrogate(
         generator = torch.Generator(device=inputs.device).manual_seed(0)
     x = inputs.detach()
     pool = [x]
-    if threat is not None and isinstance(threat, LpBall) and not threat.is_trivial:
-        pool += [threat.random_init(x, generator) for _ in range(samples - 1)]
+    if threat is not None and not threat.is_trivial:
+        pool += [threat.sample(x, generator)[0] for _ in range(samples - 1)]
     queries = torch.cat(pool)
     with model_state(model), torch.no_grad():
         soft = torch.cat(
@@ -165,7 +166,6 @@ class Transfer(Attack):
             distillation.
     """
 
-    name = "transfer"
     surrogate: nn.Module | None = None
     distill: bool = False
     attack: str = "pgd"
@@ -191,24 +191,13 @@ class Transfer(Attack):
         self._inner(self.threat_model)
 
     def _inner(self, threat: Threat) -> Attack:
-        """The white-box attack run on the surrogate, with the caller's goal."""
+        """The white-box attack run on the surrogate."""
         options = dict(self.options)
         if "steps" in {f.name for f in dataclasses.fields(get(self.attack))}:
             options.setdefault("steps", self.steps)
-        return create(
-            self.attack,
-            threat=threat,
-            seed=self.seed,
-            goal=self.goal,
-            confidence_threshold=self.confidence_threshold,
-            **options,
-        )
+        return create(self.attack, threat=threat, seed=self.seed, **options)
 
-    @classmethod
-    def supports(cls, threat: Threat) -> bool:
-        return isinstance(threat, LpBall) and threat.p in (math.inf, 2.0, 1.0)
-
-    def _run(self, ctx: Context) -> tuple[torch.Tensor, Any]:
+    def _run(self, ctx: Context) -> tuple[torch.Tensor, ThreatParams | None]:
         surrogate = self.surrogate
         if surrogate is None or self.distill:
             surrogate = distill_surrogate(
@@ -221,5 +210,7 @@ class Transfer(Attack):
                 generator=ctx.generator,
             )
         inner = self._inner(ctx.threat)
-        result = inner(surrogate, ctx.x, ctx.y, targets=ctx.targets, generator=ctx.generator)
+        # The caller's goal, resolved for these examples (targets, confidence threshold).
+        goal = goal_of(ctx.targets, ctx.threshold)
+        result = inner(surrogate, ctx.x, ctx.y, goal=goal, generator=ctx.generator)
         return result.x_adv, None

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .. import attacks
-from ..threats import Affine, LpBall, Spatial, Threat
+from ..threats import L1Ball, L2Ball, LinfBall, Threat
 
 
 @dataclass(frozen=True)
@@ -31,6 +31,15 @@ class AttackSpec:
     attack: str
     options: dict[str, Any]
     white_box: bool = True
+    #: Threat kinds this spec is for (None: every kind its attack supports), for options that
+    #: differ between kinds (AutoAttack's ℓ1 version restarts APGD more often).
+    threats: tuple[type[Threat], ...] | None = None
+
+    def applies_to(self, threat: Threat) -> bool:
+        """The spec's attack supports ``threat`` and ``threats`` admits its kind."""
+        if self.threats is not None and not isinstance(threat, self.threats):
+            return False
+        return attacks.get(self.attack).supports(threat)
 
     def build(self, threat: Threat, seed: int = 0) -> attacks.Attack:
         """The attack object under ``threat``."""
@@ -77,124 +86,106 @@ class Preset:
         """A copy with some budgets changed, e.g. ``get("standard").with_options(steps=20)``."""
         return dataclasses.replace(self, **changes)
 
-    def more_steps_attack(self, threat: Threat, num_classes: int) -> AttackSpec | None:
-        """The attack the ``more-steps-lower-accuracy`` check reruns: the preset's strongest
-        white-box attack under ``threat`` with twice the steps.
-
-        APGD-T for ℓp balls (APGD-ℓ1 with adaptive sparsity and ``use_largereps`` under ℓ1),
-        APGD with DLR, else APGD-CE, where the model has too few classes for it; the targeted
-        affine attack (without its black-box part) for affine threats; None for threats
-        without a white-box attack (spatial). The evaluation's runner still picks the last
-        white-box spec itself; it should call this instead (docs/strength.md).
-        """
-        white = [s for s in self.attacks_for(threat, num_classes) if s.white_box]
-        if not white:
-            return None
-        by_label = {s.label: s for s in white}
-        spec = next(
-            (
-                by_label[k]
-                for k in ("apgd-t", "affine-t", "apgd-dlr", "affine-dlr")
-                if k in by_label
-            ),
-            white[0],
+    def candidates(self, num_classes: int) -> list[AttackSpec]:
+        """Every attack of the preset, cheapest first; each threat keeps those supporting it
+        (and those whose ``threats`` admit it)."""
+        runs = {"steps": self.steps, "restarts": self.restarts}
+        target = min(self.target_classes, num_classes - 1)
+        # AutoAttack's ℓ1 version runs APGD-CE with 5 restarts and APGD-T over 5 classes.
+        l1_runs = {
+            "steps": self.steps,
+            "restarts": self.restarts if self.l1_restarts is None else self.l1_restarts,
+        }
+        l1_target = (
+            self.target_classes if self.l1_target_classes is None else self.l1_target_classes
         )
-        options = {**spec.options, "steps": 2 * int(spec.options.get("steps", self.steps))}
-        if "queries" in options:
-            options["queries"] = 0  # the check is about the white-box attack converging
-        return AttackSpec(f"{spec.label} (2× steps)", spec.attack, options)
+        l1_target = min(l1_target, num_classes - 1)
+        dense, sparse = (LinfBall, L2Ball), (L1Ball,)
+        specs = [
+            AttackSpec("apgd-ce", "apgd", {"loss": "ce", **runs}, threats=dense),
+            AttackSpec("apgd-ce", "apgd", {"loss": "ce", **l1_runs}, threats=sparse),
+        ]
+        # The targeted DLR loss needs at least 4 classes, the untargeted one 3.
+        if self.target_classes > 0 and num_classes >= 4:
+            specs += [
+                AttackSpec("apgd-t", "apgd-t", {**runs, "target_classes": target}, threats=dense),
+                AttackSpec(
+                    "apgd-t", "apgd-t", {**runs, "target_classes": l1_target}, threats=sparse
+                ),
+            ]
+        elif num_classes >= 3:
+            specs.append(AttackSpec("apgd-dlr", "apgd", {"loss": "dlr", **runs}))
+        if self.fab_target_classes > 0:
+            fab = {
+                "steps": self.fab_steps,
+                "target_classes": min(self.fab_target_classes, num_classes - 1),
+            }
+            specs.append(AttackSpec("fab-t", "fab-t", fab))
+        # The black-box member: Square for ℓ∞ and ℓ2, sparse random search for ℓ1.
+        if self.queries > 0:
+            budget = {"steps": self.queries, "restarts": self.square_restarts}
+            specs += [
+                AttackSpec("square", "square", budget, white_box=False),
+                AttackSpec("sparse-rs", "sparse-rs", budget, white_box=False),
+            ]
+        grid = {"rotations": self.rotations, "translations": self.translations}
+        specs.append(AttackSpec("spatial-grid", "spatial-grid", grid, white_box=False))
+        affine = {"lambdas": self.affine_lambdas, "steps": self.affine_steps}
+        specs.append(AttackSpec("affine-ce", "affine", {**affine, "loss": "ce"}))
+        # APGD-T at every λ, then the members' black-box searches at λ = 0 and 1.
+        if self.target_classes > 0 and num_classes >= 4:
+            targeted = {**affine, "target_classes": target, "queries": self.queries}
+            specs.append(AttackSpec("affine-t", "affine", targeted))
+        elif num_classes >= 3:
+            specs.append(
+                AttackSpec(
+                    "affine-dlr", "affine", {**affine, "loss": "dlr", "queries": self.queries}
+                )
+            )
+        return specs
 
     def attacks_for(self, threat: Threat, num_classes: int) -> list[AttackSpec]:
-        """The ensemble for one (non-union) threat model, cheapest first."""
-        if isinstance(threat, LpBall):
-            l1 = threat.p == 1
-            restarts = self.restarts
-            targets = self.target_classes
-            if l1:
-                restarts = restarts if self.l1_restarts is None else self.l1_restarts
-                targets = targets if self.l1_target_classes is None else self.l1_target_classes
-            specs = [
-                AttackSpec(
-                    "apgd-ce",
-                    "apgd",
-                    {"loss": "ce", "steps": self.steps, "restarts": restarts},
-                )
-            ]
-            # The targeted DLR loss needs at least 4 classes.
-            if targets > 0 and num_classes >= 4:
-                specs.append(
-                    AttackSpec(
-                        "apgd-t",
-                        "apgd-t",
-                        {
-                            "steps": self.steps,
-                            "restarts": self.restarts,
-                            "target_classes": min(targets, num_classes - 1),
-                        },
-                    )
-                )
-            elif num_classes >= 3:
-                specs.append(
-                    AttackSpec(
-                        "apgd-dlr",
-                        "apgd",
-                        {"loss": "dlr", "steps": self.steps, "restarts": self.restarts},
-                    )
-                )
-            if self.fab_target_classes > 0:
-                specs.append(
-                    AttackSpec(
-                        "fab-t",
-                        "fab-t",
-                        {
-                            "steps": self.fab_steps,
-                            "target_classes": min(self.fab_target_classes, num_classes - 1),
-                        },
-                    )
-                )
-            # The black-box member: Square for ℓ∞ and ℓ2, sparse random search for ℓ1.
-            for black_box in ("square", "sparse-rs"):
-                if self.queries > 0 and attacks.get(black_box).supports(threat):
-                    specs.append(
-                        AttackSpec(
-                            black_box,
-                            black_box,
-                            {"steps": self.queries, "restarts": self.square_restarts},
-                            white_box=False,
-                        )
-                    )
-            return specs
-        if isinstance(threat, Spatial):
-            return [
-                AttackSpec(
-                    "spatial-grid",
-                    "spatial-grid",
-                    {"rotations": self.rotations, "translations": self.translations},
-                    white_box=False,
-                )
-            ]
-        if isinstance(threat, Affine):
-            common = {"lambdas": self.affine_lambdas, "steps": self.affine_steps}
-            specs = [AttackSpec("affine-ce", "affine", {**common, "loss": "ce"})]
-            # APGD-T at every λ, then the members' black-box searches at λ = 0 and 1.
-            if self.target_classes > 0 and num_classes >= 4:
-                targeted = {"target_classes": min(self.target_classes, num_classes - 1)}
-                specs.append(
-                    AttackSpec(
-                        "affine-t", "affine", {**common, **targeted, "queries": self.queries}
-                    )
-                )
-            elif num_classes >= 3:
-                specs.append(
-                    AttackSpec(
-                        "affine-dlr", "affine", {**common, "loss": "dlr", "queries": self.queries}
-                    )
-                )
-            return specs
-        raise ValueError(
-            f"No attack ensemble for threat {threat} (supported: ℓp balls, spatial, affine; "
-            "list the members of a union as separate threats)"
-        )
+        """The ensemble for one (non-union) threat model, cheapest first: the preset's attacks
+        that support it."""
+        if threat.members() != (threat,):
+            raise ValueError(
+                f"No attack ensemble for threat {threat}: list the members of a union as "
+                "separate threats (the union of all threats is always reported)"
+            )
+        specs = [s for s in self.candidates(num_classes) if s.applies_to(threat)]
+        if not specs:
+            raise ValueError(f"No attack of the {self.name!r} preset supports threat {threat}")
+        return specs
+
+    def more_steps_attack(self, threat: Threat, num_classes: int) -> AttackSpec | None:
+        """The attack the ``more-steps-lower-accuracy`` check reruns under ``threat``: the
+        strongest white-box attack of the preset's ensemble with twice the steps
+        (:func:`more_steps_spec`)."""
+        return more_steps_spec(self.attacks_for(threat, num_classes))
+
+
+#: Labels of the white-box attacks the more-steps check prefers, strongest first.
+STRONGEST_WHITE_BOX = ("apgd-t", "affine-t", "apgd-dlr", "affine-dlr")
+
+
+def more_steps_spec(ensemble: list[AttackSpec]) -> AttackSpec | None:
+    """The spec the ``more-steps-lower-accuracy`` check reruns: the ensemble's strongest
+    white-box attack with twice the steps and no black-box part.
+
+    APGD-T (APGD-ℓ1 with adaptive sparsity under ℓ1), else the targeted affine attack, else
+    the DLR variants, else the last white-box attack with a ``steps`` option; FAB-T, though
+    later in the ensemble, is not it (its steps per target converge early; AutoAttack's
+    strongest single attack is APGD-T). None when no white-box attack has steps (spatial).
+    """
+    white = [s for s in ensemble if s.white_box and "steps" in s.options]
+    if not white:
+        return None
+    by_label = {s.label: s for s in white}
+    spec = next((by_label[k] for k in STRONGEST_WHITE_BOX if k in by_label), white[-1])
+    options = {**spec.options, "steps": 2 * int(spec.options["steps"])}
+    if "queries" in options:
+        options["queries"] = 0  # the check is about the white-box attack converging
+    return dataclasses.replace(spec, options=options)
 
 
 PRESETS: dict[str, Preset] = {
