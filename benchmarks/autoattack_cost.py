@@ -108,7 +108,7 @@ def preset_robust_example(name: str = "standard") -> dict[str, int]:
     p = PRESETS[name]
     white = p.steps * p.restarts * (1 + min(p.target_classes, TARGETS))
     # FAB-T: per target and step one forward+backward pass and one forward pass (the check).
-    fab = p.fab_steps * min(p.fab_target_classes, TARGETS)
+    fab = p.fab_iterations * min(p.fab_classes, TARGETS) if p.fab else 0
     return {"forward": white + 2 * fab + p.queries * p.square_restarts, "backward": white + fab}
 
 

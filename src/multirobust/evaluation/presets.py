@@ -60,8 +60,11 @@ class Preset:
         square_restarts: restarts of the black-box attack.
         rotations, translations: grid of the spatial search.
         affine_lambdas, affine_steps: λ grid and APGD steps of the affine attack.
-        fab_target_classes: classes tried by FAB-T (0 disables it; AutoAttack: 9).
-        fab_steps: FAB-T's iterations per target (AutoAttack: 100).
+        fab: FAB-T after APGD-T (AutoAttack's standard suite); off by default so that custom
+            presets keep their cost.
+        fab_target_classes: classes tried by FAB-T; None: ``target_classes`` (AutoAttack uses
+            9 for both).
+        fab_steps: FAB-T's iterations per target; None: ``steps`` (AutoAttack: 100 for both).
         l1_restarts: APGD-CE restarts under ℓ1 (AutoAttack's ℓ1 version: 5); None: ``restarts``.
         l1_target_classes: APGD-T's classes under ℓ1 (AutoAttack's ℓ1 version: 5); None:
             ``target_classes``.
@@ -77,10 +80,21 @@ class Preset:
     translations: int = 5
     affine_lambdas: int = 5
     affine_steps: int = 100
-    fab_target_classes: int = 0
-    fab_steps: int = 100
+    fab: bool = False
+    fab_target_classes: int | None = None
+    fab_steps: int | None = None
     l1_restarts: int | None = None
     l1_target_classes: int | None = None
+
+    @property
+    def fab_classes(self) -> int:
+        """FAB-T's number of target classes (``fab_target_classes`` or ``target_classes``)."""
+        return self.target_classes if self.fab_target_classes is None else self.fab_target_classes
+
+    @property
+    def fab_iterations(self) -> int:
+        """FAB-T's iterations per target (``fab_steps`` or ``steps``)."""
+        return self.steps if self.fab_steps is None else self.fab_steps
 
     def with_options(self, **changes: Any) -> Preset:
         """A copy with some budgets changed, e.g. ``get("standard").with_options(steps=20)``."""
@@ -115,10 +129,10 @@ class Preset:
             ]
         elif num_classes >= 3:
             specs.append(AttackSpec("apgd-dlr", "apgd", {"loss": "dlr", **runs}))
-        if self.fab_target_classes > 0:
+        if self.fab and self.fab_classes > 0:
             fab = {
-                "steps": self.fab_steps,
-                "target_classes": min(self.fab_target_classes, num_classes - 1),
+                "steps": self.fab_iterations,
+                "target_classes": min(self.fab_classes, num_classes - 1),
             }
             specs.append(AttackSpec("fab-t", "fab-t", fab))
         # The black-box member: Square for ℓ∞ and ℓ2, sparse random search for ℓ1.
@@ -199,10 +213,10 @@ PRESETS: dict[str, Preset] = {
         affine_lambdas=3,
         affine_steps=25,
     ),
-    "standard": Preset("standard", fab_target_classes=9, l1_restarts=5, l1_target_classes=5),
+    "standard": Preset("standard", fab=True, l1_restarts=5, l1_target_classes=5),
     "thorough": Preset(
         "thorough",
-        fab_target_classes=9,
+        fab=True,
         l1_restarts=5,
         l1_target_classes=9,
         steps=200,
