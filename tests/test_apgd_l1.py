@@ -124,9 +124,9 @@ def test_adaptive_sparsity_breaks_more_on_the_zoo(name):
     """First 100 MNIST test images, ℓ1 10, 100 steps: APGD-ℓ1 with the adaptive sparsity and
     the radius schedule against APGD with SLIDE's fixed 1% step (what the presets ran before).
 
-    Measured (2 shared cores, docs/strength.md): robust 73 → 71 (pgd-l1), 62 → 41 (max),
-    61 → 40 (msd) of 100. The margins asserted (≥ 1, ≥ 10, ≥ 10 more examples broken) leave
-    room for seed-to-seed variation of a few examples.
+    Measured (2 shared cores, docs/strength.md, benchmarks/apgd_l1_strength.py): robust 73 → 71
+    (pgd-l1), 62 → 40 (max), 61 → 39 (msd) of 100. The margins asserted (≥ 1, ≥ 10, ≥ 10
+    more examples broken) leave room for seed-to-seed variation of a few examples.
     """
     model = models.load(ZOO / f"{name}.pt")
     test = data.load("mnist", "test", limit=100)
