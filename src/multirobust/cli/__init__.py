@@ -15,11 +15,17 @@ import click
 from .. import __version__
 from . import (
     attack,
+    audit,
+    backdoor,
+    certify,
     compare,
     evaluate,
+    extract,
     leaderboard,
+    membership,
     optimizer_study,
     quickstart,
+    serve,
     train,
     universal,
 )
@@ -49,6 +55,12 @@ _SUBCOMMANDS = (
     train,
     optimizer_study,
     universal,
+    serve,
+    extract,
+    backdoor,
+    membership,
+    audit,
+    certify,
 )
 for _module in _SUBCOMMANDS:
     main.add_command(_module.command)
