@@ -17,8 +17,8 @@ forward and 100 + 9·100 + 9·100 = 1900 backward passes (ℓ∞ and ℓ2; a few
 are left out). Each attack runs only on examples still robust, so a broken example costs less:
 the table applies the model to this run's outcomes (which attack broke each example), giving a
 range because the number of target classes APGD-T needs and the queries Square needs are not
-known from our run. multirobust has no FAB; its ``standard`` preset is APGD-CE, APGD-T (9
-targets) and Square (5000 queries).
+known from our run. multirobust's ``standard`` preset is the same suite for ℓ∞ and ℓ2: APGD-CE,
+APGD-T (9 targets), FAB-T (9 targets) and Square (5000 queries).
 
     python benchmarks/autoattack_cost.py [--checkpoint CKPT] [--n 200] [--threat linf:0.3 ...]
         [--out runs/autoattack_cost]
@@ -67,7 +67,8 @@ def autoattack_on_outcomes(broken_by: list[str | None], robust: list[bool]) -> d
     (low, high) range, assuming AutoAttack breaks each example at the same stage as we did.
 
     Not clean-correct: 0. Broken by APGD-CE: one full run. Broken by APGD-T: APGD-CE plus 1..9
-    targeted runs. Broken only by Square: APGD-CE, APGD-T and FAB-T in full plus 1..5000
+    targeted runs. Broken by FAB-T: APGD-CE and APGD-T in full plus 1..9 FAB-T runs. Broken
+    only by Square: APGD-CE, APGD-T and FAB-T in full plus 1..5000
     queries. Robust: everything.
     """
     ce, t, fab, sq = (AA_STAGES[k] for k in ("apgd-ce", "apgd-t", "fab-t", "square"))
@@ -84,6 +85,8 @@ def autoattack_on_outcomes(broken_by: list[str | None], robust: list[bool]) -> d
                 lo = hi = ce[k]
             elif b == "apgd-t":
                 lo, hi = ce[k] + t[k], ce[k] + full_t[k]
+            elif b == "fab-t":
+                lo, hi = ce[k] + full_t[k] + fab[k], ce[k] + full_t[k] + full_fab[k]
             elif b == "square":
                 lo = ce[k] + full_t[k] + full_fab[k] + (1 if k == "forward" else 0)
                 hi = ce[k] + full_t[k] + full_fab[k] + sq[k]
@@ -104,7 +107,9 @@ def preset_robust_example(name: str = "standard") -> dict[str, int]:
     """Nominal passes our preset spends on an example that no attack breaks (ℓ∞/ℓ2, 10 classes)."""
     p = PRESETS[name]
     white = p.steps * p.restarts * (1 + min(p.target_classes, TARGETS))
-    return {"forward": white + p.queries * p.square_restarts, "backward": white}
+    # FAB-T: per target and step one forward+backward pass and one forward pass (the check).
+    fab = p.fab_iterations * min(p.fab_classes, TARGETS) if p.fab else 0
+    return {"forward": white + 2 * fab + p.queries * p.square_restarts, "backward": white + fab}
 
 
 def _model(checkpoint: str | None) -> torch.nn.Module:

@@ -113,7 +113,7 @@ def test_per_threat_numbers_equal_evaluating_that_threat_alone(mnist_model, data
 
 def test_attacks_run_cheapest_first_only_on_robust_examples(report):
     lin = report.threats["linf:0.1"]
-    assert lin.attacks == ["apgd-ce", "apgd-t", "square"]
+    assert lin.attacks == ["apgd-ce", "apgd-t", "fab-t", "square"]
     counts = lin.broken_counts()
     # nearly everything falls to the first attack; the later ones only see the rest
     assert counts["apgd-ce"] >= counts["apgd-t"] + counts["square"]
@@ -124,9 +124,17 @@ def test_attacks_run_cheapest_first_only_on_robust_examples(report):
 )
 def test_every_lp_ensemble_ends_with_a_black_box_attack(threat, black_box):
     specs = get("standard").attacks_for(parse(threat), num_classes=10)
-    assert [s.label for s in specs] == ["apgd-ce", "apgd-t", black_box]
-    assert [s.white_box for s in specs] == [True, True, False]
+    # AutoAttack's standard suite (APGD-CE, APGD-T, FAB-T), then the black box.
+    assert [s.label for s in specs] == ["apgd-ce", "apgd-t", "fab-t", black_box]
+    assert [s.white_box for s in specs] == [True, True, True, False]
     assert specs[-1].options == {"steps": 5000, "restarts": 1}
+    # AutoAttack's ℓ1 version: APGD-CE with 5 restarts, APGD-T over the top 5 classes.
+    l1 = threat.startswith("l1")
+    assert specs[0].options["restarts"] == (5 if l1 else 1)
+    assert specs[1].options["target_classes"] == (5 if l1 else 9)
+    # The more-steps check reruns APGD-T (not the FAB-T after it) with twice the steps.
+    again = get("standard").more_steps_attack(parse(threat), num_classes=10)
+    assert again is not None and again.label == "apgd-t" and again.options["steps"] == 200
     assert get("standard").with_options(queries=0).attacks_for(parse(threat), 10)[-1].white_box
 
 

@@ -17,12 +17,14 @@ gradient, so it can come back). ``box_margin=0`` is the paper's map exactly. The
 optimised is the offset u in w = w0 + u, so u = 0 is "no change": all the optimisers here are
 invariant to that shift except FTRL, whose regularisation then pulls towards the clean input.
 
-Objective: the f6 margin with confidence κ,
+Objective: by default the f6 margin with confidence κ,
 
     f(x') = max(Z_y(x') − max_{i≠y} Z_i(x'), −κ)          (untargeted)
     f(x') = max(max_{i≠t} Z_i(x') − Z_t(x'), −κ)          (targeted at t)
 
-which is ``−multirobust.losses.margin(..., confidence=κ)``.
+which is ``−multirobust.losses.margin(..., confidence=κ)``. ``objective="f1"`` … ``"f7"`` picks
+any of the paper's seven objectives (§V.A; :mod:`multirobust.losses` has their exact forms); κ
+then only enters the success test (margin ≥ κ), which always uses the f6 margin.
 
 Minimum-norm contract: the attacks return, per example, the smallest perturbation they found
 that meets the goal (with margin ≥ κ) and whether one was found
@@ -151,9 +153,15 @@ class _CarliniWagnerBase(MinimumNormAttack):
     optimizer_options: Any = ()
     lr_schedule: str = "cosine"
     box_margin: float = 0.05
+    objective: str = "f6"
 
     def _validate(self) -> None:
         check_positive_int("steps", self.steps)
+        if self.objective not in losses.CW_OBJECTIVES:
+            raise ValueError(
+                f"Invalid objective: {self.objective!r} (must be one of "
+                f"{', '.join(losses.CW_OBJECTIVES)})"
+            )
         if self.lr_schedule not in SCHEDULES:
             raise ValueError(
                 f"Invalid lr_schedule: {self.lr_schedule!r} (must be one of {', '.join(SCHEDULES)})"
@@ -217,6 +225,10 @@ class _CarliniWagnerBase(MinimumNormAttack):
     def _factory(self, param: torch.Tensor) -> torch.optim.Optimizer:
         return make_optimizer(self.optimizer, [param], lr=self.lr, options=self.optimizer_kwargs)
 
+    def _objective(self) -> losses.Loss | None:
+        """The loss −f the attack maximises, or None when it is the f6 ``margin`` itself."""
+        return None if self.objective == "f6" else losses.get(self.objective)
+
     def _ok(
         self, ctx: Context, logits: torch.Tensor, marg: torch.Tensor, live: torch.Tensor
     ) -> torch.Tensor:
@@ -269,6 +281,8 @@ class CarliniWagnerL2(_CarliniWagnerBase):
             :data:`DEFAULT_OPTIONS`).
         lr_schedule: ``"cosine"`` (warm-up, then decay to 1%) or ``"constant"`` (the paper's).
         box_margin: m ≥ 0 of the widened tanh map; 0 is the paper's map.
+        objective: which of the paper's f1–f7 is minimised (f6 by default; see the module
+            docstring).
     """
 
     supported_threats: ClassVar[tuple[type[Threat], ...]] = (L2Ball,)
@@ -283,6 +297,7 @@ class CarliniWagnerL2(_CarliniWagnerBase):
         n, dev, dt = x.shape[0], x.device, x.dtype
         view = _view(x.dim())
         margin = losses.get("margin", confidence=float(self.confidence))
+        objective = self._objective()
         w0_all = _to_tanh(x, self.box_margin)
         big = 1e10
         const = torch.full((n,), float(self.initial_const), device=dev, dtype=dt)
@@ -309,7 +324,8 @@ class CarliniWagnerL2(_CarliniWagnerBase):
                     logits = ctx.model(xa)
                     dist = flat(xa - xs).pow(2).sum(1)
                     marg = margin(logits, ys, ts)
-                    obj = dist - cs * marg
+                    value = marg if objective is None else objective(logits, ys, ts)
+                    obj = dist - cs * value
                     (u.grad,) = torch.autograd.grad(obj.sum(), u)
                 with torch.no_grad():
                     xa, marg = xa.detach(), marg.detach()
@@ -393,7 +409,7 @@ class CarliniWagnerLinf(_CarliniWagnerBase):
         tau_decrease: τ's shrink after an accepted trial (0.9 in the paper).
         confidence: κ ≥ 0, the margin the adversarial example must have.
         abort_early: end a trial for an example whose objective stalls.
-        optimizer, optimizer_options, lr_schedule, box_margin: as for ``cw-l2``.
+        optimizer, optimizer_options, lr_schedule, box_margin, objective: as for ``cw-l2``.
     """
 
     supported_threats: ClassVar[tuple[type[Threat], ...]] = (LinfBall,)
@@ -420,6 +436,7 @@ class CarliniWagnerLinf(_CarliniWagnerBase):
         n, dev, dt = x.shape[0], x.device, x.dtype
         view = _view(x.dim())
         margin = losses.get("margin", confidence=float(self.confidence))
+        objective = self._objective()
         tau = torch.full((n,), min(threat.eps, 1.0), device=dev, dtype=dt)
         const = torch.full((n,), float(self.initial_const), device=dev, dtype=dt)
         w_start = _to_tanh(x, self.box_margin)
@@ -453,7 +470,8 @@ class CarliniWagnerLinf(_CarliniWagnerBase):
                     logits = ctx.model(xa)
                     over = (flat(xa - xs).abs() - taus.unsqueeze(1)).clamp_min(0).sum(1)
                     marg = margin(logits, ys, ts)
-                    obj = over - cs * marg
+                    value = marg if objective is None else objective(logits, ys, ts)
+                    obj = over - cs * value
                     (u.grad,) = torch.autograd.grad(obj.sum(), u)
                 with torch.no_grad():
                     xa, marg, w = xa.detach(), marg.detach(), w.detach()

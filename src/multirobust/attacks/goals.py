@@ -219,3 +219,14 @@ def as_goal(goal: Goal | None, targets: object) -> Goal:
     if not isinstance(goal, Goal):
         raise TypeError(f"goal must be a Goal ({values} from multirobust.attacks), got {goal!r}")
     return goal
+
+
+def goal_of(targets: torch.Tensor | None, threshold: float | None) -> Goal:
+    """The goal of a sub-attack run on a context's examples: ``Targeted`` with the context's
+    resolved targets, ``ReduceConfidence`` with its threshold, else ``Untargeted`` (for attacks
+    that call other registered attacks, such as the affine and transfer attacks)."""
+    if targets is not None:
+        return Targeted(targets)
+    if threshold is not None:
+        return ReduceConfidence(threshold)
+    return Untargeted()

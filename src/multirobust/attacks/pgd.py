@@ -34,12 +34,14 @@ def pgd_restart(
     targets: torch.Tensor | None = None,
     goal_met: GoalFn | None = None,
     check_every: int = 5,
+    eot_samples: int = 1,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """One run of PGD from ``x_init``.
 
     With ``goal_met(logits, rows)``, an example is frozen at the first iterate that meets the goal
     and, every ``check_every`` steps, frozen examples leave the batch, so broken examples stop
-    costing forward and backward passes.
+    costing forward and backward passes. With ``eot_samples`` > 1 each gradient (and the goal
+    test) is the mean over that many calls of a randomised model (EOT).
 
     Returns:
         ``(x_adv, found)``: the final (or first successful) iterate, and (N,) bool of successes.
@@ -51,7 +53,7 @@ def pgd_restart(
     xa, x0, y0, t0 = out.clone(), x, y, targets
     done = torch.zeros(n, dtype=torch.bool, device=x.device)
     for step in range(steps):
-        grad, logits, _ = input_gradient(model, xa, y0, loss_fn, t0)
+        grad, logits, _ = input_gradient(model, xa, y0, loss_fn, t0, samples=eot_samples)
         with torch.no_grad():
             if goal_met is not None:
                 done = done | goal_met(logits, live)
@@ -87,6 +89,7 @@ def pgd_perturb(
     targets: torch.Tensor | None = None,
     generator: torch.Generator | None = None,
     goal_met: GoalFn | None = None,
+    eot_samples: int = 1,
 ) -> torch.Tensor:
     """PGD as a plain function, for training loops: no validation, no mode switching.
 
@@ -125,6 +128,7 @@ def pgd_perturb(
             loss_fn=loss_fn,
             targets=ts,
             goal_met=sub_goal,
+            eot_samples=eot_samples,
         )
         if restarts == 1:
             best[rows], found[rows] = cand, hit
@@ -154,6 +158,8 @@ class PGD(Attack):
         loss: name of a loss in ``multirobust.losses`` (ce, margin, dlr) or a callable; None
             is cross-entropy.
         early_stop: stop updating an example once it meets the goal.
+        eot_samples: gradients averaged over this many calls of the model (expectation over
+            transformation, for randomised models).
     """
 
     steps: int = 40
@@ -162,10 +168,12 @@ class PGD(Attack):
     random_start: bool = True
     loss: Any = None
     early_stop: bool = True
+    eot_samples: int = 1
 
     def _validate(self) -> None:
         check_positive_int("steps", self.steps)
         check_positive_int("restarts", self.restarts)
+        check_positive_int("eot_samples", self.eot_samples)
         if self.step_size is not None:
             check_positive("step_size", self.step_size)
 
@@ -183,6 +191,7 @@ class PGD(Attack):
             targets=ctx.targets,
             generator=ctx.generator,
             goal_met=ctx.goal_met if self.early_stop else None,
+            eot_samples=self.eot_samples,
         )
         return x_adv, None
 

@@ -1,14 +1,16 @@
 """Attack ensembles per threat model, from quick to thorough, cheapest attack first.
 
-The ``standard`` preset follows AutoAttack's standard suite (Croce & Hein 2020) for ℓp balls:
-APGD with cross-entropy, targeted APGD with the DLR loss over the top 9 classes, then a
-black-box attack with 5000 queries, so that masked gradients cannot hide a weakness: Square
-(Andriushchenko et al. 2020) for ℓ∞ and ℓ2, and for ℓ1 the sparse random search of
-:mod:`multirobust.attacks.sparse_rs` (AutoAttack's ℓ1 suite has no black-box member, and ℓ1 is
-where ℓ∞-trained MNIST models hide most behind masked gradients: see docs/results.md). FAB-T is
-not included (multirobust has no FAB); Croce & Hein report that it changes AutoAttack's numbers
-by at most a few tenths of a percent. Spatial threats get the exhaustive grid of Engstrom et al.
-(2019); affine threats the affine PGD of Tramèr & Boneh (2019).
+The ``standard`` preset is AutoAttack's standard suite (Croce & Hein 2020) for ℓp balls plus
+sparse-rs: APGD with cross-entropy, targeted APGD with the DLR loss over the top 9 classes, FAB-T
+over the top 9 classes (Croce & Hein 2020), then a black-box attack with 5000 queries, so that
+masked gradients cannot hide a weakness: Square (Andriushchenko et al. 2020) for ℓ∞ and ℓ2, and
+for ℓ1 the sparse random search of :mod:`multirobust.attacks.sparse_rs` (ℓ1 is where
+ℓ∞-trained MNIST models hide most behind masked gradients: see docs/results.md). Under ℓ1 the
+APGD runs are APGD-ℓ1 with adaptive sparsity and the 3ε → 2ε → ε schedule, as AutoAttack's ℓ1
+version runs them: 5 restarts of APGD-CE, APGD-T over the top 5 classes (Croce & Hein 2021).
+Spatial threats get the exhaustive grid of Engstrom et al. (2019); affine threats APGD at each λ
+of a grid (Tramèr & Boneh 2019) with the members' losses, and their black-box searches at the
+endpoints (:mod:`multirobust.attacks.affine`).
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .. import attacks
-from ..threats import Threat
+from ..threats import L1Ball, L2Ball, LinfBall, Threat
 
 
 @dataclass(frozen=True)
@@ -29,6 +31,15 @@ class AttackSpec:
     attack: str
     options: dict[str, Any]
     white_box: bool = True
+    #: Threat kinds this spec is for (None: every kind its attack supports), for options that
+    #: differ between kinds (AutoAttack's ℓ1 version restarts APGD more often).
+    threats: tuple[type[Threat], ...] | None = None
+
+    def applies_to(self, threat: Threat) -> bool:
+        """The spec's attack supports ``threat`` and ``threats`` admits its kind."""
+        if self.threats is not None and not isinstance(threat, self.threats):
+            return False
+        return attacks.get(self.attack).supports(threat)
 
     def build(self, threat: Threat, seed: int = 0) -> attacks.Attack:
         """The attack object under ``threat``."""
@@ -48,7 +59,15 @@ class Preset:
             it).
         square_restarts: restarts of the black-box attack.
         rotations, translations: grid of the spatial search.
-        affine_lambdas, affine_steps: λ grid and PGD steps of the affine attack.
+        affine_lambdas, affine_steps: λ grid and APGD steps of the affine attack.
+        fab: FAB-T after APGD-T (AutoAttack's standard suite); off by default so that custom
+            presets keep their cost.
+        fab_target_classes: classes tried by FAB-T; None: ``target_classes`` (AutoAttack uses
+            9 for both).
+        fab_steps: FAB-T's iterations per target; None: ``steps`` (AutoAttack: 100 for both).
+        l1_restarts: APGD-CE restarts under ℓ1 (AutoAttack's ℓ1 version: 5); None: ``restarts``.
+        l1_target_classes: APGD-T's classes under ℓ1 (AutoAttack's ℓ1 version: 5); None:
+            ``target_classes``.
     """
 
     name: str
@@ -61,21 +80,61 @@ class Preset:
     translations: int = 5
     affine_lambdas: int = 5
     affine_steps: int = 100
+    fab: bool = False
+    fab_target_classes: int | None = None
+    fab_steps: int | None = None
+    l1_restarts: int | None = None
+    l1_target_classes: int | None = None
+
+    @property
+    def fab_classes(self) -> int:
+        """FAB-T's number of target classes (``fab_target_classes`` or ``target_classes``)."""
+        return self.target_classes if self.fab_target_classes is None else self.fab_target_classes
+
+    @property
+    def fab_iterations(self) -> int:
+        """FAB-T's iterations per target (``fab_steps`` or ``steps``)."""
+        return self.steps if self.fab_steps is None else self.fab_steps
 
     def with_options(self, **changes: Any) -> Preset:
         """A copy with some budgets changed, e.g. ``get("standard").with_options(steps=20)``."""
         return dataclasses.replace(self, **changes)
 
     def candidates(self, num_classes: int) -> list[AttackSpec]:
-        """Every attack of the preset, cheapest first; each threat keeps those supporting it."""
+        """Every attack of the preset, cheapest first; each threat keeps those supporting it
+        (and those whose ``threats`` admit it)."""
         runs = {"steps": self.steps, "restarts": self.restarts}
-        specs = [AttackSpec("apgd-ce", "apgd", {"loss": "ce", **runs})]
+        target = min(self.target_classes, num_classes - 1)
+        # AutoAttack's ℓ1 version runs APGD-CE with 5 restarts and APGD-T over 5 classes.
+        l1_runs = {
+            "steps": self.steps,
+            "restarts": self.restarts if self.l1_restarts is None else self.l1_restarts,
+        }
+        l1_target = (
+            self.target_classes if self.l1_target_classes is None else self.l1_target_classes
+        )
+        l1_target = min(l1_target, num_classes - 1)
+        dense, sparse = (LinfBall, L2Ball), (L1Ball,)
+        specs = [
+            AttackSpec("apgd-ce", "apgd", {"loss": "ce", **runs}, threats=dense),
+            AttackSpec("apgd-ce", "apgd", {"loss": "ce", **l1_runs}, threats=sparse),
+        ]
         # The targeted DLR loss needs at least 4 classes, the untargeted one 3.
         if self.target_classes > 0 and num_classes >= 4:
-            target = {"target_classes": min(self.target_classes, num_classes - 1)}
-            specs.append(AttackSpec("apgd-t", "apgd-t", {**runs, **target}))
+            specs += [
+                AttackSpec("apgd-t", "apgd-t", {**runs, "target_classes": target}, threats=dense),
+                AttackSpec(
+                    "apgd-t", "apgd-t", {**runs, "target_classes": l1_target}, threats=sparse
+                ),
+            ]
         elif num_classes >= 3:
             specs.append(AttackSpec("apgd-dlr", "apgd", {"loss": "dlr", **runs}))
+        if self.fab and self.fab_classes > 0:
+            fab = {
+                "steps": self.fab_iterations,
+                "target_classes": min(self.fab_classes, num_classes - 1),
+            }
+            specs.append(AttackSpec("fab-t", "fab-t", fab))
         # The black-box member: Square for ℓ∞ and ℓ2, sparse random search for ℓ1.
         if self.queries > 0:
             budget = {"steps": self.queries, "restarts": self.square_restarts}
@@ -87,8 +146,16 @@ class Preset:
         specs.append(AttackSpec("spatial-grid", "spatial-grid", grid, white_box=False))
         affine = {"lambdas": self.affine_lambdas, "steps": self.affine_steps}
         specs.append(AttackSpec("affine-ce", "affine", {**affine, "loss": "ce"}))
-        if num_classes >= 3:
-            specs.append(AttackSpec("affine-dlr", "affine", {**affine, "loss": "dlr"}))
+        # APGD-T at every λ, then the members' black-box searches at λ = 0 and 1.
+        if self.target_classes > 0 and num_classes >= 4:
+            targeted = {**affine, "target_classes": target, "queries": self.queries}
+            specs.append(AttackSpec("affine-t", "affine", targeted))
+        elif num_classes >= 3:
+            specs.append(
+                AttackSpec(
+                    "affine-dlr", "affine", {**affine, "loss": "dlr", "queries": self.queries}
+                )
+            )
         return specs
 
     def attacks_for(self, threat: Threat, num_classes: int) -> list[AttackSpec]:
@@ -99,10 +166,40 @@ class Preset:
                 f"No attack ensemble for threat {threat}: list the members of a union as "
                 "separate threats (the union of all threats is always reported)"
             )
-        specs = [s for s in self.candidates(num_classes) if attacks.get(s.attack).supports(threat)]
+        specs = [s for s in self.candidates(num_classes) if s.applies_to(threat)]
         if not specs:
             raise ValueError(f"No attack of the {self.name!r} preset supports threat {threat}")
         return specs
+
+    def more_steps_attack(self, threat: Threat, num_classes: int) -> AttackSpec | None:
+        """The attack the ``more-steps-lower-accuracy`` check reruns under ``threat``: the
+        strongest white-box attack of the preset's ensemble with twice the steps
+        (:func:`more_steps_spec`)."""
+        return more_steps_spec(self.attacks_for(threat, num_classes))
+
+
+#: Labels of the white-box attacks the more-steps check prefers, strongest first.
+STRONGEST_WHITE_BOX = ("apgd-t", "affine-t", "apgd-dlr", "affine-dlr")
+
+
+def more_steps_spec(ensemble: list[AttackSpec]) -> AttackSpec | None:
+    """The spec the ``more-steps-lower-accuracy`` check reruns: the ensemble's strongest
+    white-box attack with twice the steps and no black-box part.
+
+    APGD-T (APGD-ℓ1 with adaptive sparsity under ℓ1), else the targeted affine attack, else
+    the DLR variants, else the last white-box attack with a ``steps`` option; FAB-T, though
+    later in the ensemble, is not it (its steps per target converge early; AutoAttack's
+    strongest single attack is APGD-T). None when no white-box attack has steps (spatial).
+    """
+    white = [s for s in ensemble if s.white_box and "steps" in s.options]
+    if not white:
+        return None
+    by_label = {s.label: s for s in white}
+    spec = next((by_label[k] for k in STRONGEST_WHITE_BOX if k in by_label), white[-1])
+    options = {**spec.options, "steps": 2 * int(spec.options["steps"])}
+    if "queries" in options:
+        options["queries"] = 0  # the check is about the white-box attack converging
+    return dataclasses.replace(spec, options=options)
 
 
 PRESETS: dict[str, Preset] = {
@@ -116,9 +213,12 @@ PRESETS: dict[str, Preset] = {
         affine_lambdas=3,
         affine_steps=25,
     ),
-    "standard": Preset("standard"),
+    "standard": Preset("standard", fab=True, l1_restarts=5, l1_target_classes=5),
     "thorough": Preset(
         "thorough",
+        fab=True,
+        l1_restarts=5,
+        l1_target_classes=9,
         steps=200,
         restarts=3,
         queries=10000,

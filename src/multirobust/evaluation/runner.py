@@ -590,13 +590,13 @@ def _more_steps(
 ) -> None:
     """The strongest white-box attack with twice the steps on the examples counted robust."""
     x, y, key = plan.x, plan.labels, str(t)
-    white = [s for s in plan.ensembles[key] if s.white_box and "steps" in s.options]
+    # The strongest white-box attack (APGD-T, not the FAB-T that follows it), 2× steps.
+    spec = presets.more_steps_spec(plan.ensembles[key])
     robust = torch.tensor(report.threats[key].robust, device=x.device)
     rows = robust.nonzero().flatten()[:MORE_STEPS_SAMPLE]
-    if not white or rows.numel() == 0:
+    if spec is None or rows.numel() == 0:
         return
-    spec = white[-1]
-    options = {**spec.options, "steps": 2 * int(spec.options["steps"])}
+    options = spec.options
     attack = create(spec.attack, threat=t, **options)
     gen = torch.Generator(device=x.device).manual_seed(stable_seed(plan.seed, "more-steps", key))
     try:
