@@ -394,6 +394,10 @@ main.add_command(train_cmd)
 main.add_command(optimizer_study_cmd)
 main.add_command(universal_cmd)
 
+from .landscape.command import command as landscape_cmd  # noqa: E402
+
+main.add_command(landscape_cmd)
+
 
 if __name__ == "__main__":  # pragma: no cover
     main()
