@@ -1,14 +1,19 @@
 """Loss landscapes: known answers on linear models, Li et al.'s normalisation, exact restoration
 of the model after weight-space work, masking evidence on trap models, storage and bad inputs."""
 
+import json
 import math
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 from torch import nn
 
-from multirobust import attacks, landscape
+from multirobust import attacks, data, landscape, models
 from multirobust.landscape import (
     InputSurface,
     filter_normalised_direction,
@@ -239,7 +244,7 @@ def test_directions_are_filter_normalised_as_li_et_al_define():
     with_bias = filter_normalised_direction(net, seed=3, bias_bn=True)
     for (name, p), di in zip(params.items(), with_bias, strict=True):
         if p.dim() <= 1:
-            assert float(di.norm()) == pytest.approx(float(p.norm()), rel=1e-5), name
+            assert float(di.norm()) == pytest.approx(float(p.detach().norm()), rel=1e-5), name
     again = filter_normalised_direction(net, seed=3)
     assert all(torch.equal(a, b) for a, b in zip(d, again, strict=True))
 
@@ -452,3 +457,97 @@ def test_bad_inputs_raise_clear_errors():
         weight_surface(model, x)
     with pytest.raises(ValueError, match="Unknown trap"):
         landscape.make_trap("shiny", model)
+
+
+# ----------------------------------------------------------------------------- zoo (slow)
+
+_ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("threat", ["linf:0.1", "l2:1", "l1:5", "l2:2", "l1:10"])
+def test_zoo_standard_grid_breaks_nothing_apgd_left_robust(threat):
+    """No false alarm: on a smooth, normally trained model APGD (100 steps) is at least as strong
+    as a 21×21 grid search of one plane, so the grid must not break what APGD left robust. The
+    ε are ones where APGD leaves examples robust (at linf:0.3 it leaves none on this model)."""
+    model = models.load(_ROOT / "zoo" / "standard.pt")
+    test = data.load("mnist", "test", limit=100)
+    x, y = test.images, test.labels
+    res = attacks.create("apgd", threat=threat, steps=100)(model, x, y)
+    rows = res.robust.nonzero().flatten()
+    assert len(rows) >= 5, len(rows)
+    ev = landscape_check(
+        model,
+        x[rows],
+        y[rows],
+        threat,
+        x_attack=res.x_adv[rows],
+        indices=rows.tolist(),
+        points=21,
+        progress=False,
+    )
+    assert not ev.fired, ev.broken_index
+    assert not any(e.grid_beats_attack for e in ev.examples)
+    assert {e.source for e in ev.examples} == {"gradient"}
+
+
+@pytest.mark.slow
+def test_benchmark_scripts_run(tmp_path):
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    speed = tmp_path / "speed.json"
+    subprocess.run(
+        [
+            sys.executable,
+            str(_ROOT / "benchmarks" / "landscape_speed.py"),
+            "--n",
+            "2",
+            "--points",
+            "9",
+            "--repeats",
+            "1",
+            "--weight-points",
+            "3",
+            "--weight-n",
+            "50",
+            "--weight-bare-points",
+            "2",
+            "--json",
+            str(speed),
+        ],
+        check=True,
+        env=env,
+        cwd=_ROOT,
+        capture_output=True,
+        timeout=600,
+    )
+    result = json.loads(speed.read_text())
+    assert result["input"]["forward_passes"] == 2 * 81
+    assert result["weight"]["forward_passes"] == 9 * 50
+    table = tmp_path / "table.json"
+    subprocess.run(
+        [
+            sys.executable,
+            str(_ROOT / "benchmarks" / "masking_table.py"),
+            "--n",
+            "12",
+            "--preset",
+            "quick",
+            "--points",
+            "7",
+            "--eot",
+            "2",
+            "--eot-steps",
+            "3",
+            "--json",
+            str(table),
+        ],
+        check=True,
+        env=env,
+        cwd=_ROOT,
+        capture_output=True,
+        timeout=900,
+    )
+    rows = {r["trap"]: r for r in json.loads(table.read_text())["rows"]}
+    assert set(rows) == {"quantised", "blocked", "saturated", "noisy"}
+    for r in rows.values():
+        assert 0 <= r["with_landscape_grid"] <= r["reported"] <= 1

@@ -8,10 +8,11 @@ with u the threat's steepest-ascent direction at x and v a random direction orth
 (both of unit threat norm), R = ``radius`` (1.5 by default: the picture reaches past the ball),
 ``clip`` the input box [0, 1] (points outside the box are clipped to it, and flagged in
 ``clipped``) and ℓ the cross-entropy, the logit margin max_{i≠y} z_i − z_y and optionally DLR.
-The predicted class over the same grid gives the class map; ``inside`` marks the points the
-threat contains (``threat.contains`` on the clipped point, so box clipping that brings a point
-back into the ball counts). Goodfellow et al. 2015, Engstrom et al. 2018 and Athalye et al.
-2018 use such pictures to tell a smooth loss from a masked one.
+The predicted class over the same grid gives the class map; ``inside`` marks the points in the
+threat's ball (``threat.norm`` of the clipped point's perturbation with ``contains``' tolerance,
+see ``_grid.in_ball``; box clipping that brings a point back into the ball counts).
+Goodfellow et al. 2015, Engstrom et al. 2018 and Athalye et al. 2018 use such pictures to tell a
+smooth loss from a masked one.
 
 Cost: N·G² forward passes in batches of ``batch_size`` points, built on the fly; a 51×51 grid for
 8 examples is 20,808 forward passes and one gradient per example.
@@ -30,7 +31,6 @@ from torch import nn
 
 from ..models import attack_mode
 from ..threats import Threat
-from ..threats.base import _per_example
 from ._common import (
     as_batch,
     check_points,
@@ -41,22 +41,10 @@ from ._common import (
     loss_names,
     lp_threat,
 )
-from ._grid import clean_logits, evaluate_points
+from ._grid import clean_logits, evaluate_points, plane_builder, plane_points
 from .plane import ascent_plane
 
 __all__ = ["InputSlice", "InputSurface", "input_slice", "input_surface"]
-
-
-def plane_points(
-    x: torch.Tensor, u: torch.Tensor, v: torch.Tensor, ca: torch.Tensor, cb: torch.Tensor
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """clip(x + ca·u + cb·v) and (B,) whether the box clipped it; ca, cb are (B,) in input units.
-
-    The one formula behind every grid point, so a point can be rebuilt bit for bit later.
-    """
-    raw = x + _per_example(ca, x) * u + _per_example(cb, x) * v
-    pts = raw.clamp(0.0, 1.0)
-    return pts, (pts != raw).flatten(1).any(1)
 
 
 def _np(t: torch.Tensor) -> np.ndarray:
@@ -325,19 +313,11 @@ def input_surface(
             fd_sigma=float(fd_sigma),
             batch_size=batch_size,
         )
-        ca_all = torch.tensor(tm.eps * alpha, dtype=xb.dtype).to(xb.device)
-        cb_all = torch.tensor(tm.eps * beta, dtype=xb.dtype).to(xb.device)
+        # Point k = i·G + j of an example is at (alpha[i], beta[j]).
+        ca = torch.tensor(tm.eps * alpha, dtype=xb.dtype).to(xb.device).repeat_interleave(g)
+        cb = torch.tensor(tm.eps * beta, dtype=xb.dtype).to(xb.device).repeat(g)
         gg = g * g
-        u, v = plane.u, plane.v
-
-        def build(
-            idx: torch.Tensor,
-        ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-            ex, rem = idx // gg, idx % gg
-            centres = xb[ex]
-            pts, clipped = plane_points(centres, u[ex], v[ex], ca_all[rem // g], cb_all[rem % g])
-            return pts, centres, yb[ex], clipped
-
+        build = plane_builder(xb, yb, plane.u, plane.v, ca, cb, tm)
         grid = evaluate_points(
             model,
             build,
@@ -345,7 +325,6 @@ def input_surface(
             device=xb.device,
             dtype=xb.dtype,
             names=names,
-            threat=tm,
             batch_size=batch_size,
             progress=progress,
             desc=f"input surface {tm}",
@@ -508,13 +487,7 @@ def input_slice(
     t = np.linspace(lo, hi, p)
     t_all = torch.tensor(t, dtype=xb.dtype).to(xb.device)
     d = xe - xb
-    zeros = torch.zeros_like(t_all)
-
-    def build(idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-        ex, k = idx // p, idx % p
-        centres = xb[ex]
-        pts, clipped = plane_points(centres, d[ex], d[ex], t_all[k], zeros[k])
-        return pts, centres, yb[ex], clipped
+    build = plane_builder(xb, yb, d, d, t_all, torch.zeros_like(t_all), tm)
 
     with attack_mode(model):
         clean_logits(model, xb, yb)
@@ -525,7 +498,6 @@ def input_slice(
             device=xb.device,
             dtype=xb.dtype,
             names=names,
-            threat=tm,
             batch_size=batch_size,
             progress=progress,
             desc="input slice",
