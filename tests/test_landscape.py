@@ -398,6 +398,24 @@ def test_saturated_logits_are_seen_through_the_margin(mnist_model, mnist_test):
     assert all(e.roughness == 1.0 for e in ev.examples)
 
 
+def test_no_gradient_path_falls_back_to_finite_differences(mnist_model, mnist_test):
+    from _helpers import Detached  # forward(x) = model(x.detach()): autograd has no path at all
+
+    x, y = mnist_test.images[:3], mnist_test.labels[:3]
+    s = input_surface(
+        Detached(mnist_model), x, y, "linf:0.3", points=5, fd_samples=20, progress=False
+    )
+    assert s.source == ["finite-differences"] * 3
+    # the same function as the undefended model: the same values along the same direction
+    # (b = 0; the random direction differs, the finite differences drew from the generator first)
+    plain = input_surface(
+        mnist_model, x, y, "linf:0.3", points=5, direction=torch.from_numpy(s.u), progress=False
+    )
+    np.testing.assert_allclose(
+        plain.values["margin"][:, :, 2], s.values["margin"][:, :, 2], rtol=1e-5, atol=1e-5
+    )
+
+
 def test_no_false_alarm_on_a_smooth_model(mnist_model, mnist_test):
     x, y = mnist_test.images[:40], mnist_test.labels[:40]
     res = attacks.create("apgd", threat="l2:1", steps=20)(mnist_model, x, y)

@@ -16,6 +16,7 @@ missed, and a roughness score per example. Trap models (:mod:`.traps`) mask grad
     curve = landscape.weight_surface(model, (x, y), dims=1)
 """
 
+from .html import LandscapeFigure, build_figures, evidence_table, render_section
 from .input_space import InputSlice, InputSurface, input_slice, input_surface
 from .masking import (
     CHECK_NAME,
@@ -25,6 +26,8 @@ from .masking import (
     masking_evidence,
 )
 from .plane import SOURCES, Plane, ascent_plane, finite_difference_gradient
+from .run import LandscapeReport, ThreatLandscape, run_landscapes
+from .storage import load_npz, save_npz
 from .traps import TRAPS, GaussianNoise, GradientBlock, QuantisedInput, SaturatedLogits, make_trap
 from .weight_space import WeightSurface, filter_normalised_direction, weight_surface
 
@@ -36,19 +39,28 @@ __all__ = [
     "GaussianNoise",
     "GradientBlock",
     "InputSlice",
+    "LandscapeFigure",
+    "LandscapeReport",
     "InputSurface",
     "MaskingEvidence",
     "Plane",
     "QuantisedInput",
     "SaturatedLogits",
+    "ThreatLandscape",
     "WeightSurface",
     "ascent_plane",
+    "build_figures",
+    "evidence_table",
     "filter_normalised_direction",
     "finite_difference_gradient",
     "input_slice",
     "input_surface",
     "landscape_check",
+    "load_npz",
     "make_trap",
     "masking_evidence",
+    "render_section",
+    "run_landscapes",
+    "save_npz",
     "weight_surface",
 ]

@@ -76,6 +76,20 @@ def _ascent(threat: LpBall, g: torch.Tensor, x: torch.Tensor) -> tuple[torch.Ten
     return _unit(threat, threat.steepest_ascent(g, x))
 
 
+def _gradient(model: nn.Module, x: torch.Tensor, y: torch.Tensor, loss: str) -> torch.Tensor:
+    """∇ₓ loss, or zeros when the model's output has no gradient path to its input at all
+    (``x.detach()`` inside the model): the same situation as a zero gradient for the plane."""
+    fn = loss_fn(loss)
+    try:
+        grad, _, _ = input_gradient(model, x, y, lambda z, t, _=None: fn(z, t))
+    except RuntimeError as err:
+        text = str(err)
+        if "does not require grad" in text or "not have been used in the graph" in text:
+            return torch.zeros_like(x)
+        raise
+    return grad
+
+
 def finite_difference_gradient(
     model: nn.Module,
     x: torch.Tensor,
@@ -157,13 +171,11 @@ def ascent_plane(
             raise ValueError("direction is zero or not finite for some examples")
     else:
         src = direction_model if direction_model is not None else model
-        grad, _, _ = input_gradient(src, x, y, lambda z, t, _=None: loss_fn(loss)(z, t))
-        u, ok = _ascent(threat, grad, x)
+        u, ok = _ascent(threat, _gradient(src, x, y, loss), x)
         source = ["gradient"] * n
         steps: list[tuple[str, torch.Tensor]] = []
         if not bool(ok.all()) and loss != "margin":
-            grad, _, _ = input_gradient(src, x, y, lambda z, t, _=None: loss_fn("margin")(z, t))
-            steps.append(("margin-gradient", grad))
+            steps.append(("margin-gradient", _gradient(src, x, y, "margin")))
         for name, g in steps:
             cand, cand_ok = _ascent(threat, g, x)
             take = cand_ok & ~ok
