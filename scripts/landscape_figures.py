@@ -85,7 +85,27 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap.add_argument("--weight-2d-points", type=int, default=21)
     ap.add_argument("--weight-2d-n", type=int, default=500)
     ap.add_argument("--json", default=None)
+    ap.add_argument(
+        "--cache",
+        default=None,
+        help="Folder for the computed grids (npz); grids already there are reused, so the "
+        "figures can be redrawn without recomputing them.",
+    )
     args = ap.parse_args(argv)
+    cache = Path(args.cache) if args.cache else None
+
+    def cached(key: str, make: Any, cls: Any) -> Any:
+        path = cache / f"{key}.npz" if cache else None
+        if path is not None and path.exists():
+            arrays = landscape.load_npz(path)
+            return cls.from_arrays(arrays, json.loads(str(arrays["settings_json"])))
+        value = make()
+        if path is not None:
+            arrays = value.arrays()
+            arrays["settings_json"] = np.array(json.dumps(value.settings))
+            landscape.save_npz(path, arrays)
+        return value
+
     out = Path(args.out)
     test = data.load("mnist", "test", limit=max(args.weight_n, args.example + 1))
     x, y = (
@@ -100,7 +120,16 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         model = models.load(_ROOT / "zoo" / f"{name}.pt")
         start = time.perf_counter()
         surfaces = [
-            (t, landscape.input_surface(model, x, y, t, points=args.points, progress=False))
+            (
+                t,
+                cached(
+                    f"input-{name}-{t.replace(':', '-')}",
+                    lambda t=t, model=model: landscape.input_surface(
+                        model, x, y, t, points=args.points, progress=False
+                    ),
+                    landscape.InputSurface,
+                ),
+            )
             for t in THREATS
         ]
         size = _save(
@@ -113,22 +142,30 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             "input_seconds": time.perf_counter() - start,
         }
         start = time.perf_counter()
-        curve = landscape.weight_surface(
-            model,
-            (test.images[: args.weight_n], test.labels[: args.weight_n]),
-            dims=1,
-            points=args.weight_points,
-            threat="linf:0.3",
-            adv_examples=100,
-            adv_steps=10,
-            progress=False,
+        curve = cached(
+            f"weights-1d-{name}",
+            lambda model=model: landscape.weight_surface(
+                model,
+                (test.images[: args.weight_n], test.labels[: args.weight_n]),
+                dims=1,
+                points=args.weight_points,
+                threat="linf:0.3",
+                adv_examples=100,
+                adv_steps=10,
+                progress=False,
+            ),
+            landscape.WeightSurface,
         )
-        grid = landscape.weight_surface(
-            model,
-            (test.images[: args.weight_2d_n], test.labels[: args.weight_2d_n]),
-            dims=2,
-            points=args.weight_2d_points,
-            progress=False,
+        grid = cached(
+            f"weights-2d-{name}",
+            lambda model=model: landscape.weight_surface(
+                model,
+                (test.images[: args.weight_2d_n], test.labels[: args.weight_2d_n]),
+                dims=2,
+                points=args.weight_2d_points,
+                progress=False,
+            ),
+            landscape.WeightSurface,
         )
         curves.append((name, curve))
         grids.append((name, grid))
@@ -163,7 +200,16 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         (f"{t} trap", landscape.make_trap(t, base)) for t in ("quantised", "saturated")
     ]
     surfaces = [
-        (label, landscape.input_surface(m, x, y, "linf:0.3", points=args.points, progress=False))
+        (
+            label,
+            cached(
+                f"trap-{label.replace(' ', '-')}",
+                lambda m=m: landscape.input_surface(
+                    m, x, y, "linf:0.3", points=args.points, progress=False
+                ),
+                landscape.InputSurface,
+            ),
+        )
         for label, m in traps
     ]
     result["traps"] = {

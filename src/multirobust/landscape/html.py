@@ -223,14 +223,20 @@ def render_section(
                 parts.append(
                     f'<div class="check"><b>{pages.esc(ev.threat)}: the grid found misclassified '
                     f"inputs inside the ball for {len(ev.broken_index)} of {len(ev.examples)} "
-                    "examples the attacks left robust</b> (examples "
+                    "example(s) the attacks left robust</b> (examples "
                     f"{pages.esc(', '.join(str(i) for i in ev.broken_index))}).</div>"
                 )
             elif ev.examples:
+                k = len(ev.examples)
                 parts.append(
                     f'<div class="ok">{pages.esc(ev.threat)}: the grid found no misclassified '
-                    f"input inside the ball for the {len(ev.examples)} examples the attacks "
-                    "left robust.</div>"
+                    f"input inside the ball for the {k} example{'s' if k != 1 else ''} the "
+                    "attacks left robust.</div>"
+                )
+            else:
+                parts.append(
+                    '<p class="muted">The attacks broke every example: no robust example for '
+                    "the grid to search.</p>"
                 )
             if ev.examples:
                 parts.append(evidence_table(ev))

@@ -171,8 +171,12 @@ def weight_figure(
     curves = [(name, s) for name, s in items if s.dims == 1]
     grids = [(name, s) for name, s in items if s.dims == 2]
     panels = (2 if curves else 0) + len(grids)
-    fig, axes = plt.subplots(1, panels, figsize=(3.8 * panels, 3.3), squeeze=False)
-    axes = list(axes[0])
+    cols = min(panels, 3)
+    rows = -(-panels // cols)
+    fig, grid_axes = plt.subplots(rows, cols, figsize=(3.8 * cols, 3.4 * rows), squeeze=False)
+    axes = [ax for row in grid_axes for ax in row]
+    for ax in axes[panels:]:
+        ax.set_visible(False)
     if curves:
         ax_l, ax_a = axes[0], axes[1]
         for c, (name, s) in enumerate(curves):
@@ -190,7 +194,7 @@ def weight_figure(
         ax_a.set_title("accuracy (%)", fontsize=9)
         ax_l.legend(fontsize=7)
         axes = axes[2:]
-    for ax, (name, s) in zip(axes, grids, strict=True):
+    for ax, (name, s) in zip(axes[: len(grids)], grids, strict=True):
         assert s.beta is not None
         a, b = np.meshgrid(s.alpha, s.beta, indexing="ij")
         # Log levels: the loss grows by orders of magnitude away from the minimum.
