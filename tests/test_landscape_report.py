@@ -145,12 +145,13 @@ def test_command_errors_are_clear(mnist_checkpoint, tmp_path):
 def test_section_embeds_in_another_page(mnist_model, mnist_test):
     x, y = mnist_test.images[:3], mnist_test.labels[:3]
     surface = landscape.input_surface(mnist_model, x, y, "l2:2", points=9, progress=False)
-    ev = landscape.masking_evidence(mnist_model, surface)
+    ev = landscape.masking_evidence(mnist_model, surface, indices=[10, 11, 12])
     ws = landscape.weight_surface(mnist_model, (x, y), dims=1, points=5, progress=False)
     section = render_section([surface], evidence=[ev], weights={"small_cnn": ws}, max_examples=2)
     assert section.startswith('<section id="landscapes">') and section.endswith("</section>")
     assert section.count("<img") == 3  # two examples and the weight-space figure
     assert 'id="evidence-l2-2"' in section and 'id="weight-space"' in section
+    assert "l2:2, example 10" in section  # captions name the dataset index from the evidence
 
 
 # ----------------------------------------------------------------------------- browser

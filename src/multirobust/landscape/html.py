@@ -86,7 +86,8 @@ def build_figures(
             are matched to the surface's by position.
         slices: 1-D slices aligned with ``surfaces`` (same examples), or None entries.
         weights: weight-space surfaces by model label (drawn on one figure).
-        indices: per surface, the dataset index of each example (for captions and names).
+        indices: per surface, the dataset index of each example (for captions and names);
+            default: the evidence's indices when it covers the surface's examples, else 0…N−1.
         num_classes: classes in the class maps (default: from the grids, at least 10).
         max_examples: examples drawn per threat (the grid's broken ones first).
         three_d: include the 3-D surface panel.
@@ -98,7 +99,12 @@ def build_figures(
     for s_pos, surface in enumerate(surfaces):
         ev = evidence[s_pos] if s_pos < len(evidence) else None
         slc = slices[s_pos] if s_pos < len(slices) else None
-        idx = list(indices[s_pos]) if s_pos < len(indices) else list(range(surface.n))
+        if s_pos < len(indices):
+            idx = list(indices[s_pos])
+        elif ev is not None and len(ev.examples) == surface.n:
+            idx = [e.index for e in ev.examples]  # the evidence was read from this surface
+        else:
+            idx = list(range(surface.n))
         by_pos: dict[int, ExampleEvidence] = {}
         if ev is not None:
             # Evidence may cover a subset of the surface's examples (the still-robust ones).

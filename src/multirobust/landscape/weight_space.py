@@ -269,6 +269,8 @@ def weight_surface(
             for d in directions
         ]
     device = params[0].device
+    # Moved once: every grid point reads all of them again.
+    x_all, y_all = x_all.to(device), y_all.to(device)
     alpha = np.linspace(lo, hi, g)
     beta = np.linspace(lo, hi, g) if dims == 2 else None
     shape = (g,) if dims == 1 else (g, g)
