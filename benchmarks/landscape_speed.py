@@ -12,10 +12,13 @@ Weight space: ``landscape.weight_surface`` (2-D, ``--weight-points`` per axis) o
 image at every grid point, no weight update) on ``--weight-bare-points`` grid points,
 extrapolated to the whole grid.
 
+Each phase reports wall time and the process's CPU time (``time.process_time``): on a shared,
+loaded machine the wall times swing with the other jobs, the CPU times much less.
+
     python benchmarks/landscape_speed.py [--checkpoint zoo/standard.pt] [--n 8] [--points 51]
         [--threat linf:0.3] [--batch-size 1024] [--repeats 3]
         [--weight-points 51] [--weight-n 1000] [--weight-bare-points 51] [--no-weight]
-        [--json OUT]
+        [--no-input] [--progress] [--json OUT]
 """
 
 from __future__ import annotations
@@ -58,6 +61,58 @@ def bare_forward(model: torch.nn.Module, points: torch.Tensor, batch_size: int) 
             model(chunk)
 
 
+def _input_speed(
+    args: argparse.Namespace, model: torch.nn.Module, test: Any, result: dict[str, Any]
+) -> None:
+    x, y = test.images[: args.n], test.labels[: args.n]
+    threat = threats.parse(args.threat)
+
+    def ours() -> landscape.InputSurface:
+        return landscape.input_surface(
+            model, x, y, threat, points=args.points, batch_size=args.batch_size, progress=False
+        )
+
+    surface = ours()  # warm-up, and the points the bare loop replays
+    points = _grid_points(surface)
+    bare_forward(model, points[: args.batch_size], args.batch_size)
+    t_ours, t_bare, c_ours, c_bare = [], [], [], []
+    for _ in range(args.repeats):
+        start, cpu = time.perf_counter(), time.process_time()
+        ours()
+        t_ours.append(time.perf_counter() - start)
+        c_ours.append(time.process_time() - cpu)
+        start, cpu = time.perf_counter(), time.process_time()
+        bare_forward(model, points, args.batch_size)
+        t_bare.append(time.perf_counter() - start)
+        c_bare.append(time.process_time() - cpu)
+    n_points = int(points.shape[0])
+    result["input"] = {
+        "checkpoint": str(args.checkpoint),
+        "threat": str(threat),
+        "examples": args.n,
+        "grid": f"{args.points}x{args.points}",
+        "forward_passes": n_points,
+        "batch_size": args.batch_size,
+        "ours_seconds": t_ours,
+        "bare_seconds": t_bare,
+        "ours_cpu_seconds": c_ours,
+        "bare_cpu_seconds": c_bare,
+        "cpu_ratio_bare_over_ours": statistics.median(c_bare) / statistics.median(c_ours),
+        "ours_points_per_second": n_points / statistics.median(t_ours),
+        "bare_points_per_second": n_points / statistics.median(t_bare),
+        "ratio_bare_over_ours": statistics.median(t_bare) / statistics.median(t_ours),
+    }
+    r = result["input"]
+    print(
+        f"input grid {r['grid']} x {args.n} examples ({n_points} forward passes, {threat}): "
+        f"ours {statistics.median(t_ours):.2f} s ({r['ours_points_per_second']:.0f} points/s), "
+        f"bare loop {statistics.median(t_bare):.2f} s ({r['bare_points_per_second']:.0f} "
+        f"points/s); throughput ratio ours/bare = {r['ratio_bare_over_ours']:.3f} (wall), "
+        f"{r['cpu_ratio_bare_over_ours']:.3f} (CPU time: {statistics.median(c_ours):.2f} s "
+        f"vs {statistics.median(c_bare):.2f} s)"
+    )
+
+
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--checkpoint", default=str(_ROOT / "zoo" / "standard.pt"))
@@ -71,88 +126,63 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap.add_argument("--weight-bare-points", type=int, default=51)
     ap.add_argument("--weight-batch-size", type=int, default=1000)
     ap.add_argument("--no-weight", action="store_true")
+    ap.add_argument("--no-input", action="store_true")
+    ap.add_argument("--progress", action="store_true", help="progress bar of the weight surface")
     ap.add_argument("--json", default=None)
     args = ap.parse_args(argv)
 
     model = models.load(args.checkpoint).eval()
     test = data.load("mnist", "test", limit=max(args.n, args.weight_n))
-    x, y = test.images[: args.n], test.labels[: args.n]
-    threat = threats.parse(args.threat)
-
-    def ours() -> landscape.InputSurface:
-        return landscape.input_surface(
-            model, x, y, threat, points=args.points, batch_size=args.batch_size, progress=False
-        )
-
-    surface = ours()  # warm-up, and the points the bare loop replays
-    points = _grid_points(surface)
-    bare_forward(model, points[: args.batch_size], args.batch_size)
-    t_ours, t_bare = [], []
-    for _ in range(args.repeats):
-        start = time.perf_counter()
-        ours()
-        t_ours.append(time.perf_counter() - start)
-        start = time.perf_counter()
-        bare_forward(model, points, args.batch_size)
-        t_bare.append(time.perf_counter() - start)
-    n_points = int(points.shape[0])
     result: dict[str, Any] = {
         "machine": f"{platform.machine()}, {os.cpu_count()} logical CPUs, "
         f"torch {torch.__version__}, {torch.get_num_threads()} threads",
-        "input": {
-            "checkpoint": str(args.checkpoint),
-            "threat": str(threat),
-            "examples": args.n,
-            "grid": f"{args.points}x{args.points}",
-            "forward_passes": n_points,
-            "batch_size": args.batch_size,
-            "ours_seconds": t_ours,
-            "bare_seconds": t_bare,
-            "ours_points_per_second": n_points / statistics.median(t_ours),
-            "bare_points_per_second": n_points / statistics.median(t_bare),
-            "ratio_bare_over_ours": statistics.median(t_bare) / statistics.median(t_ours),
-        },
     }
-    r = result["input"]
-    print(
-        f"input grid {r['grid']} x {args.n} examples ({n_points} forward passes, {threat}): "
-        f"ours {statistics.median(t_ours):.2f} s ({r['ours_points_per_second']:.0f} points/s), "
-        f"bare loop {statistics.median(t_bare):.2f} s ({r['bare_points_per_second']:.0f} "
-        f"points/s); throughput ratio ours/bare = {r['ratio_bare_over_ours']:.3f}"
-    )
-
+    if not args.no_input:
+        _input_speed(args, model, test, result)
     if not args.no_weight:
         wx, wy = test.images[: args.weight_n], test.labels[: args.weight_n]
         g = args.weight_points
-        start = time.perf_counter()
+        start, cpu = time.perf_counter(), time.process_time()
         ws = landscape.weight_surface(
-            model, (wx, wy), dims=2, points=g, batch_size=args.weight_batch_size, progress=False
+            model,
+            (wx, wy),
+            dims=2,
+            points=g,
+            batch_size=args.weight_batch_size,
+            progress=args.progress,
         )
         t_weight = time.perf_counter() - start
+        c_weight = time.process_time() - cpu
         k = min(args.weight_bare_points, g * g)
-        start = time.perf_counter()
+        start, cpu = time.perf_counter(), time.process_time()
         with torch.no_grad():
             for _ in range(k):
                 for chunk in wx.split(args.weight_batch_size):
                     model(chunk)
         t_bare_k = time.perf_counter() - start
+        c_bare_k = time.process_time() - cpu
         t_bare_all = t_bare_k * g * g / k
+        c_bare_all = c_bare_k * g * g / k
         result["weight"] = {
             "grid": f"{g}x{g}",
             "examples": args.weight_n,
             "forward_passes": g * g * args.weight_n,
             "seconds": t_weight,
+            "cpu_seconds": c_weight,
             "bare_seconds_extrapolated": t_bare_all,
+            "bare_cpu_seconds_extrapolated": c_bare_all,
             "bare_points_timed": k,
             "ratio_bare_over_ours": t_bare_all / t_weight,
+            "cpu_ratio_bare_over_ours": c_bare_all / c_weight,
             "loss_at_theta": ws.centre()[0],
             "max_loss": float(np.max(ws.loss)),
         }
         print(
             f"weight surface {g}x{g} on {args.weight_n} images ({g * g * args.weight_n} forward "
-            f"passes): {t_weight:.1f} s; the bare loop of the same passes, timed on {k} grid "
-            f"points and extrapolated: {t_bare_all:.1f} s; ratio bare/ours = "
-            f"{t_bare_all / t_weight:.3f}"
+            f"passes): {t_weight:.1f} s wall, {c_weight:.1f} s CPU; the bare loop of the same "
+            f"passes, timed on {k} grid points and extrapolated: {t_bare_all:.1f} s wall, "
+            f"{c_bare_all:.1f} s CPU; ratio bare/ours = {t_bare_all / t_weight:.3f} (wall), "
+            f"{c_bare_all / c_weight:.3f} (CPU)"
         )
     print(result["machine"])
     if args.json:
