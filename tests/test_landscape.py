@@ -436,6 +436,33 @@ def test_no_false_alarm_on_a_smooth_model(mnist_model, mnist_test):
     assert {e.source for e in ev.examples} == {"gradient"}
 
 
+def test_trap_models_change_the_gradient_not_the_function():
+    model = _linear(classes=3)
+    x = _interior(4).requires_grad_(True)
+    plain = model(x)
+    blocked = landscape.GradientBlock(model)(x)
+    assert torch.equal(blocked, plain)
+    (g,) = torch.autograd.grad(blocked.sum(), x)
+    assert torch.count_nonzero(g) == 0  # a gradient that exists and is exactly zero
+    quantised = landscape.QuantisedInput(model)(x)
+    assert torch.equal(quantised, model(torch.round(x * 255) / 255))
+    (g,) = torch.autograd.grad(quantised.sum(), x)
+    assert torch.count_nonzero(g) == 0
+    assert torch.equal(landscape.SaturatedLogits(model, scale=1e4)(x), plain * 1e4)
+    noisy = landscape.GaussianNoise(model, sigma=0.1, seed=3)
+    first, second = noisy(x), noisy(x)
+    assert not torch.equal(first, second)  # every call draws new noise
+    assert torch.equal(landscape.GaussianNoise(model, sigma=0.1, seed=3)(x), first)  # seeded
+    for cls, bad in [
+        (landscape.QuantisedInput, {"levels": 1}),
+        (landscape.SaturatedLogits, {"scale": 0.0}),
+        (landscape.GaussianNoise, {"sigma": -0.1}),
+    ]:
+        with pytest.raises(ValueError, match="Invalid"):
+            cls(model, **bad)
+    assert isinstance(landscape.make_trap("noisy", model), landscape.GaussianNoise)
+
+
 # ----------------------------------------------------------------------------- bad inputs
 
 
