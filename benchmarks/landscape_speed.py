@@ -7,17 +7,17 @@ already built in memory: ``for chunk in points.split(B): model(chunk)`` under ``
 two run interleaved in one process, ``--repeats`` times each; the ratio of the medians (bare /
 ours) is the figure of merit: 1.0 means the landscape costs nothing beyond its forward passes.
 
-Weight space: ``landscape.weight_surface`` (2-D, ``--weight-points`` per axis) on the first
-``--weight-n`` test images, timed once, and the bare loop of the same forward passes (every
-image at every grid point, no weight update) on ``--weight-bare-points`` grid points,
-extrapolated to the whole grid.
+Weight space: ``landscape.weight_surface`` (2-D) on the first ``--weight-n`` test images against
+the bare loop of the same forward passes (every image at every grid point, no weight update) on a
+``--weight-ratio-points`` grid, interleaved ``--weight-ratio-repeats`` times; then the full
+``--weight-points`` surface, timed once (``--weight-points 0`` skips it).
 
 Each phase reports wall time and the process's CPU time (``time.process_time``): on a shared,
 loaded machine the wall times swing with the other jobs, the CPU times much less.
 
     python benchmarks/landscape_speed.py [--checkpoint zoo/standard.pt] [--n 8] [--points 51]
         [--threat linf:0.3] [--batch-size 1024] [--repeats 3]
-        [--weight-points 51] [--weight-n 1000] [--weight-bare-points 51] [--no-weight]
+        [--weight-points 51] [--weight-n 1000] [--weight-ratio-points 7] [--no-weight]
         [--no-input] [--progress] [--json OUT]
 """
 
@@ -113,6 +113,75 @@ def _input_speed(
     )
 
 
+def _weight_speed(
+    args: argparse.Namespace, model: torch.nn.Module, test: Any, result: dict[str, Any]
+) -> None:
+    wx, wy = test.images[: args.weight_n], test.labels[: args.weight_n]
+    bs = args.weight_batch_size
+
+    def ours(g: int, progress: bool = False) -> landscape.WeightSurface:
+        return landscape.weight_surface(
+            model, (wx, wy), dims=2, points=g, batch_size=bs, progress=progress
+        )
+
+    def bare(points: int) -> None:
+        with torch.no_grad():
+            for _ in range(points):
+                for chunk in wx.split(bs):
+                    model(chunk)
+
+    # Side by side: a small grid and the bare loop of as many passes, interleaved.
+    k = args.weight_ratio_points
+    t_o, t_b, c_o, c_b = [], [], [], []
+    for _ in range(args.weight_ratio_repeats):
+        start, cpu = time.perf_counter(), time.process_time()
+        ours(k)
+        t_o.append(time.perf_counter() - start)
+        c_o.append(time.process_time() - cpu)
+        start, cpu = time.perf_counter(), time.process_time()
+        bare(k * k)
+        t_b.append(time.perf_counter() - start)
+        c_b.append(time.process_time() - cpu)
+    ratio = statistics.median(t_b) / statistics.median(t_o)
+    cpu_ratio = statistics.median(c_b) / statistics.median(c_o)
+    result["weight_ratio"] = {
+        "grid": f"{k}x{k}",
+        "examples": args.weight_n,
+        "ours_seconds": t_o,
+        "bare_seconds": t_b,
+        "ours_cpu_seconds": c_o,
+        "bare_cpu_seconds": c_b,
+        "ratio_bare_over_ours": ratio,
+        "cpu_ratio_bare_over_ours": cpu_ratio,
+    }
+    print(
+        f"weight surface {k}x{k} on {args.weight_n} images against the bare loop of the same "
+        f"{k * k * args.weight_n} forward passes, interleaved x{args.weight_ratio_repeats}: "
+        f"ratio bare/ours = {ratio:.3f} (wall), {cpu_ratio:.3f} (CPU time: "
+        f"{statistics.median(c_o):.2f} s vs {statistics.median(c_b):.2f} s)",
+        flush=True,
+    )
+    if args.weight_points:
+        g = args.weight_points
+        start, cpu = time.perf_counter(), time.process_time()
+        ws = ours(g, args.progress)
+        t_weight = time.perf_counter() - start
+        c_weight = time.process_time() - cpu
+        result["weight"] = {
+            "grid": f"{g}x{g}",
+            "examples": args.weight_n,
+            "forward_passes": g * g * args.weight_n,
+            "seconds": t_weight,
+            "cpu_seconds": c_weight,
+            "loss_at_theta": ws.centre()[0],
+            "max_loss": float(np.max(ws.loss)),
+        }
+        print(
+            f"weight surface {g}x{g} on {args.weight_n} images ({g * g * args.weight_n} forward "
+            f"passes): {t_weight:.1f} s wall, {c_weight:.1f} s CPU"
+        )
+
+
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--checkpoint", default=str(_ROOT / "zoo" / "standard.pt"))
@@ -123,7 +192,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--weight-points", type=int, default=51)
     ap.add_argument("--weight-n", type=int, default=1000)
-    ap.add_argument("--weight-bare-points", type=int, default=51)
+    ap.add_argument(
+        "--weight-ratio-points", type=int, default=7, help="grid of the side-by-side ratio"
+    )
+    ap.add_argument("--weight-ratio-repeats", type=int, default=3)
     ap.add_argument("--weight-batch-size", type=int, default=1000)
     ap.add_argument("--no-weight", action="store_true")
     ap.add_argument("--no-input", action="store_true")
@@ -140,50 +212,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     if not args.no_input:
         _input_speed(args, model, test, result)
     if not args.no_weight:
-        wx, wy = test.images[: args.weight_n], test.labels[: args.weight_n]
-        g = args.weight_points
-        start, cpu = time.perf_counter(), time.process_time()
-        ws = landscape.weight_surface(
-            model,
-            (wx, wy),
-            dims=2,
-            points=g,
-            batch_size=args.weight_batch_size,
-            progress=args.progress,
-        )
-        t_weight = time.perf_counter() - start
-        c_weight = time.process_time() - cpu
-        k = min(args.weight_bare_points, g * g)
-        start, cpu = time.perf_counter(), time.process_time()
-        with torch.no_grad():
-            for _ in range(k):
-                for chunk in wx.split(args.weight_batch_size):
-                    model(chunk)
-        t_bare_k = time.perf_counter() - start
-        c_bare_k = time.process_time() - cpu
-        t_bare_all = t_bare_k * g * g / k
-        c_bare_all = c_bare_k * g * g / k
-        result["weight"] = {
-            "grid": f"{g}x{g}",
-            "examples": args.weight_n,
-            "forward_passes": g * g * args.weight_n,
-            "seconds": t_weight,
-            "cpu_seconds": c_weight,
-            "bare_seconds_extrapolated": t_bare_all,
-            "bare_cpu_seconds_extrapolated": c_bare_all,
-            "bare_points_timed": k,
-            "ratio_bare_over_ours": t_bare_all / t_weight,
-            "cpu_ratio_bare_over_ours": c_bare_all / c_weight,
-            "loss_at_theta": ws.centre()[0],
-            "max_loss": float(np.max(ws.loss)),
-        }
-        print(
-            f"weight surface {g}x{g} on {args.weight_n} images ({g * g * args.weight_n} forward "
-            f"passes): {t_weight:.1f} s wall, {c_weight:.1f} s CPU; the bare loop of the same "
-            f"passes, timed on {k} grid points and extrapolated: {t_bare_all:.1f} s wall, "
-            f"{c_bare_all:.1f} s CPU; ratio bare/ours = {t_bare_all / t_weight:.3f} (wall), "
-            f"{c_bare_all / c_weight:.3f} (CPU)"
-        )
+        _weight_speed(args, model, test, result)
     print(result["machine"])
     if args.json:
         Path(args.json).write_text(json.dumps(result, indent=2) + "\n")

@@ -554,8 +554,10 @@ def test_benchmark_scripts_run(tmp_path):
             "3",
             "--weight-n",
             "50",
-            "--weight-bare-points",
+            "--weight-ratio-points",
             "2",
+            "--weight-ratio-repeats",
+            "1",
             "--json",
             str(speed),
         ],
@@ -568,6 +570,7 @@ def test_benchmark_scripts_run(tmp_path):
     result = json.loads(speed.read_text())
     assert result["input"]["forward_passes"] == 2 * 81
     assert result["weight"]["forward_passes"] == 9 * 50
+    assert result["weight_ratio"]["grid"] == "2x2"
     table = tmp_path / "table.json"
     subprocess.run(
         [
