@@ -120,8 +120,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     base = models.load(args.checkpoint).eval()
     test = data.load("mnist", "test", limit=args.n)
     x, y = test.images, test.labels
-    threat = threats.parse(args.threat)
-    assert isinstance(threat, threats.LpBall)
+    threat = threats.ball(args.threat, who="masking_table")
     key = str(threat)
     rows: list[dict[str, Any]] = []
     for name in [t.strip() for t in args.traps.split(",") if t.strip()]:

@@ -109,11 +109,11 @@ def main() -> None:
     x, y = test.images, test.labels
 
     cw = {"steps": args.steps, "binary_search_steps": args.binary_search_steps}
-    runs: dict[str, attacks.Attack] = {
-        "cw-l2 (early abort)": attacks.create("cw-l2", threat="l2:100", **cw),
-        "cw-l2 (all steps)": attacks.create("cw-l2", threat="l2:100", abort_early=False, **cw),
-        "deepfool-l2": attacks.create("deepfool-l2", threat="l2:100"),
-        "deepfool-linf": attacks.create("deepfool-linf", threat="linf:1"),
+    runs: dict[str, attacks.MinimumNormAttack] = {
+        "cw-l2 (early abort)": attacks.create_minimum_norm("cw-l2", **cw),
+        "cw-l2 (all steps)": attacks.create_minimum_norm("cw-l2", abort_early=False, **cw),
+        "deepfool-l2": attacks.create_minimum_norm("deepfool-l2"),
+        "deepfool-linf": attacks.create_minimum_norm("deepfool-linf"),
     }
     counts: dict[str, list[list[int]]] = {}
     quality: dict[str, dict[str, Any]] = {}
@@ -121,10 +121,10 @@ def main() -> None:
         counter = PassCounter(model)
         res = atk(counter, x, y)
         counts[name] = counter.events
-        broken = res.success & (res.norm > 0)
+        broken = res.found & (res.distance > 0)
         quality[name] = {
-            "success_rate": float(res.success.float().mean()),
-            "median_norm": float(res.norm[broken].median()) if bool(broken.any()) else None,
+            "success_rate": float(res.found.float().mean()),
+            "median_norm": float(res.distance[broken].median()) if bool(broken.any()) else None,
         }
 
     jobs: dict[str, Callable[[], Any]] = {}

@@ -10,8 +10,10 @@ stronger at equal success).
     python benchmarks/peers.py [--checkpoint CKPT] [--n 1000] [--n-min-norm 200] [--repeats 3]
                                [--json out.json] [--markdown out.md] [--only pgd-linf,cw-l2]
 
-Minimum-norm attacks are unbounded (their "ε" is a radius no perturbation in the box exceeds);
-they run on the first ``--n-min-norm`` images only, since some peers are slow at them. An example
+Minimum-norm attacks are unbounded: multirobust runs them through its minimum-norm contract
+(``attacks.create_minimum_norm``, no radius); peers that need one get a radius no perturbation
+in the box exceeds. They run on the first ``--n-min-norm`` images only, since some peers are
+slow at them. An example
 counts as a success only if it is classified correctly when clean and misclassified when the
 returned point is evaluated again here; distortions are recomputed from the returned points.
 A runner whose first (strength) run takes longer than ``--single-run-above`` seconds is timed
@@ -52,8 +54,9 @@ class Case:
     """One matched attack setting.
 
     For the minimum-norm cases ``eps`` is a radius no perturbation in [0, 1] exceeds (l2 100,
-    linf 1), ``steps`` is the optimiser steps per value of c (C&W) or the linearisation steps at
-    most (DeepFool), and ``step_size`` the Adam step size (C&W).
+    linf 1), for the peers that need one (multirobust's minimum-norm attacks take none),
+    ``steps`` is the optimiser steps per value of c (C&W) or the linearisation steps at most
+    (DeepFool), and ``step_size`` the Adam step size (C&W).
     """
 
     key: str
@@ -266,29 +269,30 @@ def bare_deepfool(case: Case) -> Runner:
 
 # ----------------------------------------------------------------------------- multirobust
 def ours(case: Case, variant: str = "") -> Runner:
-    """multirobust's attack for ``case``; ``variant`` picks the early-stop or paper-like rows."""
-    threat = f"{case.norm}:{case.eps:g}"
-    opts: dict[str, object] = {}
-    if case.key.startswith("cw"):
-        name = "cw-l2"
-        opts = {
-            "steps": case.steps,
-            "binary_search_steps": case.binary_search_steps,
-            "learning_rate": case.step_size,
-            "initial_const": case.initial_const,
-            "confidence": case.confidence,
-        }
-        if variant == "paper":
-            opts.update(box_margin=0.0, lr_schedule="constant", abort_early=False)
-    elif case.key.startswith("deepfool"):
-        name = case.key
-        opts = {"steps": case.steps, "overshoot": case.overshoot, "candidates": case.candidates}
-    else:
-        name = "fgsm" if case.key == "fgsm" else "pgd"
-        opts = {"step_size": case.step_size, "random_start": case.random_start}
-        if name == "pgd":
-            opts.update(steps=case.steps, early_stop=variant == "early stop")
-    atk = attacks.create(name, threat=threat, **opts)
+    """multirobust's attack for ``case``; ``variant`` picks the early-stop or paper-like rows.
+
+    Minimum-norm cases use the minimum-norm contract (no radius); the others the fixed-ε one.
+    """
+    if case.minimum_norm:
+        if case.key.startswith("cw"):
+            opts: dict[str, object] = {
+                "steps": case.steps,
+                "binary_search_steps": case.binary_search_steps,
+                "learning_rate": case.step_size,
+                "initial_const": case.initial_const,
+                "confidence": case.confidence,
+            }
+            if variant == "paper":
+                opts.update(box_margin=0.0, lr_schedule="constant", abort_early=False)
+        else:
+            opts = {"steps": case.steps, "overshoot": case.overshoot, "candidates": case.candidates}
+        smallest = attacks.create_minimum_norm(case.key, **opts)
+        return lambda model, x, y: smallest(model, x, y).x_adv
+    name = "fgsm" if case.key == "fgsm" else "pgd"
+    opts = {"step_size": case.step_size, "random_start": case.random_start}
+    if name == "pgd":
+        opts.update(steps=case.steps, early_stop=variant == "early stop")
+    atk = attacks.create(name, threat=f"{case.norm}:{case.eps:g}", **opts)
     return lambda model, x, y: atk(model, x, y).x_adv
 
 

@@ -61,3 +61,21 @@ def test_page_and_figure_are_self_contained():
     doc = pages.page("T & co", pages.img(png, "plot"))
     assert doc.startswith("<!DOCTYPE html>") and "<title>T &amp; co</title>" in doc
     assert 'src="data:image/png;base64,' in doc and "http" not in doc
+
+
+def test_stale_temporaries_of_dead_writers_are_removed(tmp_path):
+    import subprocess
+    import sys
+
+    from multirobust.atomic import remove_stale_temps
+
+    dead = subprocess.Popen([sys.executable, "-c", ""])
+    dead.wait()
+    stale = tmp_path / f".report.json.{dead.pid}.89abcdef.tmp"
+    live = tmp_path / f".report.json.{os.getpid()}.89abcdef.tmp"
+    other = tmp_path / f".notes.{dead.pid}.tmp"  # not a temporary of ours: left alone
+    for p in (stale, live, other):
+        p.write_text("x")
+    assert remove_stale_temps(tmp_path) == [stale]
+    assert live.exists() and other.exists() and not stale.exists()
+    assert remove_stale_temps(tmp_path / "missing") == []

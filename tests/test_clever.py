@@ -10,7 +10,7 @@ from torch import nn
 
 from multirobust.robustness import clever, reverse_weibull_fit
 
-DUAL = {"l2": 2, "linf": 1}
+DUAL = {"l2": 2, "linf": 1, "l1": math.inf}
 
 
 @pytest.fixture(scope="module")
@@ -21,7 +21,7 @@ def linear():
     return model, x
 
 
-@pytest.mark.parametrize("norm", ["l2", "linf"])
+@pytest.mark.parametrize("norm", ["l2", "linf", "l1"])
 def test_linear_model_lipschitz_and_distance_are_exact(linear, norm):
     model, x = linear
     res = clever(model, x, norm=norm, radius=5.0, batches=10, samples=8)
@@ -139,7 +139,9 @@ def test_targets_restrict_the_classes(linear):
 
 def test_bad_inputs_and_mode_restored(linear):
     model, x = linear
-    with pytest.raises(ValueError, match="Invalid norm: 'l1'"):
+    with pytest.raises(ValueError, match="Invalid norm: 'l3'"):
+        clever(model, x, norm="l3")
+    with pytest.raises(ValueError, match="Give radius for norm 'l1'"):
         clever(model, x, norm="l1")
     with pytest.raises(ValueError, match="Invalid batches"):
         clever(model, x, batches=2)

@@ -1,7 +1,9 @@
 """The command line: attack, quickstart, list, and clear errors."""
 
+import importlib
 import json
 
+import pytest
 import torch
 from click.testing import CliRunner
 
@@ -146,3 +148,51 @@ def test_quickstart_trains_then_ends_in_the_evaluation_report(tmp_path):
 def test_list():
     r = CliRunner().invoke(main, ["list"])
     assert r.exit_code == 0 and "apgd" in r.output and "small_cnn" in r.output
+
+
+def _unwritable(tmp_path):
+    """An output folder that cannot be created, even by root: its parent is a file."""
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    return str(blocker / "out")
+
+
+@pytest.mark.parametrize(
+    ("args", "work"),
+    [
+        (["attack", "--threat", "linf:0.3", "--out", "{bad}", "--n", "5"], "attack.run_attack"),
+        (["attack", "--threat", "linf:0.3", "--save-adv", "{bad}/a.pt"], "attack.run_attack"),
+        (["evaluate", "--threat", "linf:0.3", "--out", "{bad}", "--n", "5"], "evaluate.evaluate"),
+        (["optimizer-study", "--out", "{bad}", "--n", "5"], "optimizer_study.optimizer_study"),
+        (["universal", "--out", "{bad}", "--n-train", "5"], "universal.universal_perturbation"),
+    ],
+)
+def test_unwritable_out_is_found_before_the_work(
+    mnist_checkpoint, tmp_path, monkeypatch, args, work
+):
+    module, name = work.split(".")
+    monkeypatch.setattr(f"multirobust.cli.{module}.{name}", _must_not_run)
+    bad = _unwritable(tmp_path)
+    full = [a.format(bad=bad) for a in args] + ["--checkpoint", str(mnist_checkpoint), "--quiet"]
+    r = CliRunner().invoke(main, full)
+    assert r.exit_code != 0
+    assert "Cannot write to the output folder" in r.output, r.output
+
+
+def _must_not_run(*args, **kwargs):
+    raise AssertionError("the work started before the output folder was checked")
+
+
+def test_unwritable_out_of_quickstart_train_and_compare(tmp_path, monkeypatch):
+    bad = _unwritable(tmp_path)
+    monkeypatch.setattr("multirobust.cli.quickstart.train_standard", _must_not_run)
+    monkeypatch.setattr("multirobust.cli.compare.compare", _must_not_run)
+    monkeypatch.setattr(importlib.import_module("multirobust.training.fit"), "_fit", _must_not_run)
+    for args in (
+        ["quickstart", "--out", bad, "--quiet"],
+        ["compare", str(tmp_path), "--out", bad],
+        ["train", "--out", bad, "--limit", "64", "--eval-n", "8", "--epochs", "1", "--quiet"],
+    ):
+        r = CliRunner().invoke(main, args)
+        assert r.exit_code != 0
+        assert "Cannot write to the output folder" in r.output, (args, r.output)

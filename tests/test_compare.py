@@ -15,8 +15,8 @@ from click.testing import CliRunner
 
 from multirobust.cli import main
 from multirobust.evaluation import EvaluationReport
-from multirobust.robustness.compare import compare, pareto_front
-from multirobust.robustness.leaderboard import (
+from multirobust.reports.compare import compare, pareto_front
+from multirobust.reports.leaderboard import (
     Entry,
     Leaderboard,
     LeaderboardError,
@@ -292,3 +292,54 @@ def test_evaluate_with_min_norm_and_db_then_compare(mnist_checkpoint, tmp_path):
     assert f"median l2 {median:.4g}" in cmp.output
     with Leaderboard(db) as board:
         assert len(board.entries()) == 1  # the same evaluation, recorded once
+
+
+def _record_rows(folder, worker, rounds, rows, start, failures):
+    """One writer process: in each round, open a database nobody has created yet at the same
+    moment as the other writers, and record ``rows`` rows there."""
+    try:
+        for r in range(rounds):
+            start.wait(timeout=60)
+            with Leaderboard(folder / f"board-{r}.sqlite") as board:
+                for i in range(rows):
+                    board.record(
+                        Entry(label=f"w{worker}-{i}", clean_accuracy=0.9, union_accuracy=0.5, n=1)
+                    )
+    except Exception as err:  # reported to the test, which names it
+        failures.put(f"worker {worker}: {type(err).__name__}: {err}")
+
+
+def test_eight_processes_create_and_fill_new_leaderboards_together(tmp_path):
+    """8 real processes open the same new database at the same moment and record into it, ten
+    times over (240 rows): every row arrives and no writer takes the half-created database for
+    "an SQLite database of another program" (the first version lost one writer's rows in about
+    a third of such rounds: it created the schema outside one transaction)."""
+    import multiprocessing
+
+    # fork: the children need only sqlite3 and the already imported module (spawn would
+    # import torch eight times over on a 2-core machine).
+    ctx = multiprocessing.get_context("fork")
+    workers, rounds, rows = 8, 10, 3
+    start, failures = ctx.Barrier(workers), ctx.Queue()
+    procs = [
+        ctx.Process(target=_record_rows, args=(tmp_path, w, rounds, rows, start, failures))
+        for w in range(workers)
+    ]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(timeout=120)  # bounded: a deadlock fails the test instead of hanging it
+    alive = [p.pid for p in procs if p.is_alive()]
+    for p in procs:
+        if p.is_alive():
+            p.kill()
+    assert not alive, f"writers still running after 120 s: {alive}"
+    errors = []
+    while not failures.empty():
+        errors.append(failures.get())
+    assert errors == []
+    assert all(p.exitcode == 0 for p in procs)
+    for r in range(rounds):
+        with Leaderboard(tmp_path / f"board-{r}.sqlite") as board:
+            labels = {e.label for e in board.entries()}
+        assert labels == {f"w{w}-{i}" for w in range(workers) for i in range(rows)}

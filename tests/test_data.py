@@ -412,6 +412,17 @@ def test_wrong_magic(tmp_path: Path) -> None:
         data.load("mnist", root=tmp_path, download=False)
 
 
+def test_dimensions_whose_product_overflows_int64_are_refused(tmp_path: Path) -> None:
+    """2^31 x 2^31 x 2^31 = 2^93 wraps to 0 in int64: a header with no payload passed the size
+    check and failed in numpy's reshape. The product is checked with Python integers."""
+    header = idx_mod.IMAGES_MAGIC.to_bytes(4, "big") + (2**31).to_bytes(4, "big") * 3
+    with pytest.raises(DataCorruptError, match=r"payload short: 0 bytes .* expected 9903520"):
+        idx_mod.parse_idx(header, "huge", idx_mod.IMAGES_MAGIC)
+    _write_idx_test_split(tmp_path / "mnist", images_raw=header)
+    with pytest.raises(DataCorruptError, match="payload short"):
+        data.load("mnist", root=tmp_path, download=False)
+
+
 def test_short_payload_and_header(tmp_path: Path) -> None:
     full = _idx_bytes(np.zeros((5, 28, 28), np.uint8), idx_mod.IMAGES_MAGIC)
     _write_idx_test_split(tmp_path / "mnist", images_raw=full[:-10])

@@ -151,16 +151,21 @@ def test_misuse_raises_clear_errors(mnist_model, monkeypatch):
     for var in distributed.ENV_VARS:
         monkeypatch.delenv(var, raising=False)
     assert not distributed.launched()
+    with pytest.raises(ValueError, match="Cannot join a process group: RANK and WORLD_SIZE not"):
+        distributed.init_from_env("cpu")
     monkeypatch.setenv("WORLD_SIZE", "2")
-    with pytest.raises(ValueError, match="RANK, MASTER_ADDR, MASTER_PORT not set"):
+    with pytest.raises(ValueError, match="RANK and WORLD_SIZE must be set together"):
+        distributed.init_from_env("cpu")
+    monkeypatch.setenv("RANK", "0")
+    with pytest.raises(ValueError, match="MASTER_ADDR, MASTER_PORT not set"):
         distributed.init_from_env("cpu")
     monkeypatch.setenv("RANK", "two")
     monkeypatch.setenv("MASTER_ADDR", "127.0.0.1")
     monkeypatch.setenv("MASTER_PORT", "9")
-    with pytest.raises(ValueError, match="Invalid RANK: 'two'"):
+    with pytest.raises(ValueError, match="RANK='two', WORLD_SIZE='2' \\(must be integers"):
         distributed.init_from_env("cpu")
     monkeypatch.setenv("RANK", "2")
-    with pytest.raises(ValueError, match="Invalid RANK 2 for WORLD_SIZE 2"):
+    with pytest.raises(ValueError, match="RANK=2, WORLD_SIZE=2"):
         distributed.init_from_env("cpu")
     with pytest.raises(ValueError, match="Invalid device: 'gpu0'"):
         distributed.device_for("gpu0")

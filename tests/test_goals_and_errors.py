@@ -5,7 +5,7 @@ import torch
 from torch import nn
 
 from multirobust import attacks
-from multirobust.attacks import source_target
+from multirobust.attacks import LeastLikely, RandomTarget, ReduceConfidence, SourceToTarget
 
 
 def _model_and_data(n=40, classes=5, seed=0):
@@ -30,18 +30,21 @@ def test_targeted_attack_reaches_the_targets():
 def test_random_targets_differ_from_labels_and_follow_the_seed():
     model, x, y = _model_and_data()
     atk = attacks.create("pgd", threat="linf:1", steps=20)
-    a = atk(model, x, y, targets="random", generator=torch.Generator().manual_seed(1))
-    b = atk(model, x, y, targets="random", generator=torch.Generator().manual_seed(1))
+    a = atk(model, x, y, goal=RandomTarget(), generator=torch.Generator().manual_seed(1))
+    b = atk(model, x, y, goal=RandomTarget(), generator=torch.Generator().manual_seed(1))
     assert torch.equal(a.x_adv, b.x_adv)
     pred = model(a.x_adv).argmax(1)
     assert (pred[a.success] != y[a.success]).all()
+    # The targets are the goal's draw from the call's generator: every one another class.
+    drawn = RandomTarget().resolve(model(x), y, torch.Generator().manual_seed(1)).targets
+    assert (drawn != y).all() and torch.equal(a.success, pred == drawn)
 
 
 def test_least_likely_targets():
     model, x, y = _model_and_data()
     with torch.no_grad():
         ll = model(x).argmin(1)
-    res = attacks.create("pgd", threat="linf:1", steps=40)(model, x, y, targets="least_likely")
+    res = attacks.create("pgd", threat="linf:1", steps=40)(model, x, y, goal=LeastLikely())
     pred = model(res.x_adv).argmax(1)
     assert torch.equal(res.success, pred == ll)
     assert res.success.any()
@@ -51,22 +54,25 @@ def test_source_target_leaves_other_classes_alone():
     model, x, y = _model_and_data()
     src = int(y[0])
     dst = (src + 1) % 5
-    targets = source_target(y, src, dst)
-    res = attacks.create("pgd", threat="linf:1", steps=30)(model, x, y, targets=targets)
+    goal = SourceToTarget(src, dst)
+    res = attacks.create("pgd", threat="linf:1", steps=30)(model, x, y, goal=goal)
     others = y != src
     assert torch.equal(res.x_adv[others], x[others])
     assert not res.success[others].any()
+    with torch.no_grad():
+        pred = model(res.x_adv).argmax(1)
+    assert torch.equal(res.success[~others], pred[~others] == dst)
     assert res.success[~others].any()
     with pytest.raises(ValueError, match="must differ"):
-        source_target(y, 1, 1)
+        SourceToTarget(1, 1)
+    with pytest.raises(ValueError, match=r"Invalid target: 9 \(the model has 5 classes\)"):
+        attacks.create("pgd", threat="linf:1")(model, x, y, goal=SourceToTarget(0, 9))
 
 
 def test_reduce_confidence_goal():
     model, x, y = _model_and_data()
-    atk = attacks.create(
-        "pgd", threat="linf:0.2", goal="reduce_confidence", confidence_threshold=0.3
-    )
-    res = atk(model, x, y)
+    atk = attacks.create("pgd", threat="linf:0.2")
+    res = atk(model, x, y, goal=ReduceConfidence(0.3))
     with torch.no_grad():
         p = model(res.x_adv).softmax(1).gather(1, y.unsqueeze(1)).squeeze(1)
     assert torch.equal(res.success, p < 0.3)
@@ -139,6 +145,8 @@ def test_bad_targets(setup):
         _atk()(model, x, y, targets=torch.full_like(y, 7))
     with pytest.raises(ValueError, match="Invalid targets"):
         _atk()(model, x, y, targets="most_likely")
+    with pytest.raises(ValueError, match=r"Invalid threshold: 1.5 \(must be in \(0, 1\]\)"):
+        ReduceConfidence(1.5)
 
 
 @pytest.mark.parametrize(
@@ -157,7 +165,6 @@ def test_bad_targets(setup):
         ("pgd", {"threat": "spatial:30,3"}, "does not support threat spatial"),
         ("spatial-grid", {"threat": "linf:0.3"}, "does not support threat linf"),
         ("slide", {"threat": "l2:1"}, "does not support"),
-        ("pgd", {"threat": "linf:0.3", "goal": "win"}, "Invalid goal"),
         ("apgd", {"threat": "linf:0.3", "rho": 2.0}, "Invalid rho"),
         ("nope", {"threat": "linf:0.3"}, "Unknown attack 'nope'"),
         ("pgd", {"threat": "lx:3"}, "Unknown threat type"),

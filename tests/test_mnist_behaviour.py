@@ -3,7 +3,7 @@
 import torch
 
 from multirobust import attacks
-from multirobust.cli import run_attack
+from multirobust.evaluation.attack_run import run_attack
 from multirobust.threats import parse
 
 

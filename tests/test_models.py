@@ -281,7 +281,7 @@ def test_atomic_save_leaves_no_temp_files(tmp_path: Path) -> None:
     path = tmp_path / "sub" / "model.pt"  # parent folders are created
     models.save(models.create("small_cnn"), path)
     models.save(models.create("small_cnn"), path)  # overwrite
-    assert [p.name for p in path.parent.iterdir()] == ["model.pt"]
+    assert sorted(p.name for p in path.parent.iterdir()) == ["model.pt", "model.safetensors"]
 
 
 def test_failed_save_keeps_previous_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -298,7 +298,7 @@ def test_failed_save_keeps_previous_file(tmp_path: Path, monkeypatch: pytest.Mon
         models.save(models.create("small_cnn"), path, metadata={"round": 2})
     monkeypatch.undo()
     assert path.read_bytes() == before
-    assert [p.name for p in tmp_path.iterdir()] == ["model.pt"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model.pt", "model.safetensors"]
     assert models.load(path).multirobust_checkpoint["metadata"] == {"round": 1}
 
 

@@ -12,11 +12,12 @@ from torch import nn
 
 from multirobust import attacks
 from multirobust.attacks import registry
-from multirobust.attacks.base import Attack
+from multirobust.attacks.base import MinimumNormAttack
 from multirobust.evaluation import EvaluationReport, evaluate
 from multirobust.evaluation.presets import get
 from multirobust.robustness import minimal_distortion
 from multirobust.robustness.minimal import DEFAULT_ATTACK_OPTIONS, default_max_eps
+from multirobust.threats import L2Ball
 
 D = 12
 FAST_OPTIONS = {"loss": "margin", "steps": 20}
@@ -166,22 +167,26 @@ def test_never_broken_is_inf_and_median_is_attained(linear):
 
 
 @dataclass(frozen=True, kw_only=True)
-class _ExactLinear(Attack):
+class _ExactLinear(MinimumNormAttack):
     """A stand-in minimum-norm attack: the exact ℓ2 step to just past the boundary."""
 
     name = "deepfool-l2"
+    supported_threats = (L2Ball,)
 
     def _run(self, ctx):
         model = ctx.model.model
         w, b = model.w.detach(), model.b.detach()
         s = ctx.x.flatten(1) @ w + b
         delta = -(s * 1.001 / w.dot(w))[:, None] * w[None, :]
-        return (ctx.x + delta.view_as(ctx.x)).clamp(0, 1), None
+        points = (ctx.x + delta.view_as(ctx.x)).clamp(0, 1)
+        return points, torch.ones(ctx.x.shape[0], dtype=torch.bool)
 
 
 @dataclass(frozen=True, kw_only=True)
-class _Broken(Attack):
+class _Broken(MinimumNormAttack):
     name = "cw-l2"
+    supported_threats = (L2Ball,)
+    cost = 100
 
     def _run(self, ctx):
         raise RuntimeError("this attack cannot run here")
@@ -289,7 +294,7 @@ def test_evaluate_reports_minimal_distortion(mnist_model, mnist_test, tmp_path):
 
 
 def test_dyadic_split_picks_shared_levels_in_at_most_log2_rounds():
-    from multirobust.robustness.minimal import _dyadic_split
+    from multirobust.attacks.minimal import _dyadic_split
 
     def zeros(v):
         return (v & -v).bit_length() - 1  # trailing zero bits of v > 0

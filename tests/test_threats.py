@@ -3,7 +3,16 @@
 import pytest
 import torch
 
-from multirobust.threats import Affine, L1Ball, L2Ball, LinfBall, Spatial, Union, parse
+from multirobust.threats import (
+    Affine,
+    L1Ball,
+    L2Ball,
+    LinfBall,
+    Spatial,
+    SpatialParams,
+    Union,
+    parse,
+)
 
 
 def _cases(n=40, d=12, seed=0):
@@ -77,15 +86,24 @@ def test_l1_projection_matches_dykstra_too():
     eps = 0.7
     got = L1Ball(eps).project(v, x)
 
-    # The ℓ1 ball alone (no box) by the sort-free bisection, inside Dykstra with the box.
-    def ball(y, x0):  # the ℓ1 ball alone, by bisection on the soft threshold
+    # The ℓ1 ball alone (no box), inside Dykstra with the box. Its soft threshold τ is found
+    # exactly from the sorted magnitudes (the largest k with u_k > (Σ_{i≤k} u_i − eps)/k), row
+    # by row in plain Python: independent of the library's box-aware breakpoint search.
+    def ball(y, x0):
         d = y - x0
-        lo, hi = torch.zeros(d.shape[0], 1, dtype=d.dtype), d.abs().amax(1, keepdim=True)
-        for _ in range(100):
-            mid = (lo + hi) / 2
-            big = (d.abs() - mid).clamp_min(0).sum(1, keepdim=True) > eps
-            lo, hi = torch.where(big, mid, lo), torch.where(big, hi, mid)
-        tau = torch.where(d.abs().sum(1, keepdim=True) <= eps, torch.zeros_like(hi), hi)
+        taus = []
+        for row in d.abs().tolist():
+            if sum(row) <= eps:
+                taus.append(0.0)
+                continue
+            u = sorted(row, reverse=True)
+            total, tau = 0.0, 0.0
+            for k, value in enumerate(u, start=1):
+                total += value
+                if value > (total - eps) / k:
+                    tau = (total - eps) / k
+            taus.append(tau)
+        tau = torch.tensor(taus, dtype=d.dtype).unsqueeze(1)
         return x0 + d.sign() * (d.abs() - tau).clamp_min(0)
 
     ref = _dykstra(v, x, ball, iters=3000)
@@ -210,8 +228,11 @@ def test_spatial_identity_and_shift():
     assert shifted[0, 0, 3, 4] == pytest.approx(1.0, abs=1e-5)
     rotated = s.apply(x, torch.tensor([[90.0, 0.0, 0.0]]))
     assert rotated.sum() == pytest.approx(1.0, abs=1e-4)
-    assert s.contains(shifted, x, params=torch.tensor([[0.0, 1.0, 0.0]])).all()
-    assert not s.contains(shifted, x, params=torch.tensor([[0.0, 3.0, 0.0]])).any()
+    assert s.contains(shifted, x, params=SpatialParams(torch.tensor([[0.0, 1.0, 0.0]]))).all()
+    assert not s.contains(shifted, x, params=SpatialParams(torch.tensor([[0.0, 3.0, 0.0]]))).any()
+    # Out-of-range parameters are clipped by the projection: 3 px becomes the allowed 2 px.
+    clipped = s.project(shifted, x, SpatialParams(torch.tensor([[0.0, 3.0, 0.0]])))
+    assert torch.allclose(clipped, s.apply(x, torch.tensor([[0.0, 2.0, 0.0]])))
     assert s.grid().shape == (31 * 25, 3)
     assert torch.equal(s.grid()[0], torch.zeros(3))
 

@@ -2,6 +2,8 @@
 
 import importlib
 import json
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -65,6 +67,21 @@ def test_checkpoint_holds_optimizer_schedule_and_rng_states(tmp_path):
     model = models.load(tmp_path / "model.pt")
     assert model.multirobust_checkpoint["dataset"] == "mnist"
     assert model.multirobust_checkpoint["metadata"]["method"] == "pgd"
+
+
+def test_resume_removes_the_temporary_file_of_a_write_that_crashed(tmp_path):
+    """A process killed inside ``models.save`` leaves ``.checkpoint.pt.<pid>.<hex>.tmp``; the
+    resumed run deletes it (its writer is gone) and keeps another running process's."""
+    fit(_cfg(tmp_path, epochs=1))
+    dead = subprocess.Popen([sys.executable, "-c", ""])
+    dead.wait()  # a process id that no longer runs, like the crashed writer's
+    orphan = tmp_path / f".checkpoint.pt.{dead.pid}.0badc0de.tmp"
+    orphan.write_bytes(b"half a checkpoint")
+    busy = tmp_path / ".best.pt.1.0123abcd.tmp"  # pid 1 always runs: a write in progress
+    busy.write_bytes(b"")
+    fit(_cfg(tmp_path, epochs=1), resume=True)
+    assert not orphan.exists()
+    assert busy.exists()
 
 
 def test_existing_checkpoint_needs_resume_and_same_settings(tmp_path):

@@ -8,11 +8,21 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import secrets
 from pathlib import Path
 from typing import Any
 
-__all__ = ["check_writable_dir", "write_atomic", "write_bytes_atomic", "write_json_atomic"]
+__all__ = [
+    "check_writable_dir",
+    "remove_stale_temps",
+    "write_atomic",
+    "write_bytes_atomic",
+    "write_json_atomic",
+]
+
+# ".<name>.<pid>.<8 hex digits>.tmp", as _temp_sibling (and models.save) name them.
+_TEMP = re.compile(r"^\.(?P<name>.+)\.(?P<pid>\d+)\.(?P<token>[0-9a-f]{8})\.tmp$")
 
 
 def _temp_sibling(path: Path) -> Path:
@@ -63,3 +73,42 @@ def check_writable_dir(path: str | os.PathLike[str]) -> Path:
             f"Cannot write to the output folder {str(folder)!r}: {err.strerror or err}"
         ) from None
     return folder
+
+
+def _alive(pid: int) -> bool:
+    """Whether a process with this id exists (it may be one the writer's id was reused for)."""
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OSError):
+        return True  # it exists, owned by someone else (or we cannot tell: keep the file)
+    return True
+
+
+def remove_stale_temps(folder: str | os.PathLike[str]) -> list[Path]:
+    """Delete the temporary files that writers in ``folder`` left behind when they died.
+
+    A file counts as left behind when its name has the form of these writers' temporaries
+    (``.<name>.<pid>.<hex>.tmp``) and no process with that id is running; temporaries of
+    running processes (another rank still writing) are kept.
+
+    Returns:
+        The paths removed.
+    """
+    removed: list[Path] = []
+    root = Path(folder)
+    if not root.is_dir():
+        return removed
+    for path in root.iterdir():
+        match = _TEMP.match(path.name)
+        if match is None or not path.is_file() or _alive(int(match["pid"])):
+            continue
+        try:
+            path.unlink()
+        except FileNotFoundError:  # another process cleaned it first
+            continue
+        removed.append(path)
+    return removed

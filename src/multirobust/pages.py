@@ -23,6 +23,8 @@ __all__ = [
     "page",
     "pct",
     "pyplot",
+    "show_image",
+    "signed_channel",
     "table",
 ]
 
@@ -121,3 +123,23 @@ def page(title: str, body: str, *, css: str = "") -> str:
         '<meta name="viewport" content="width=device-width, initial-scale=1">'
         f"<title>{esc(title)}</title><style>{CSS}{css}</style></head><body>{body}</body></html>"
     )
+
+
+def show_image(ax: Any, image: Any, **imshow: Any) -> None:
+    """Draw one ``(C, H, W)`` image (tensor or array) on ``ax`` without ticks.
+
+    One channel is drawn through the colour map ``cmap``, three as RGB; ``imshow`` goes to
+    ``ax.imshow`` (``cmap``, ``vmin``, ``vmax``).
+    """
+    import numpy as np
+
+    arr = image.detach().float().cpu().numpy() if hasattr(image, "detach") else np.asarray(image)
+    arr = arr[0] if arr.shape[0] == 1 else np.transpose(arr, (1, 2, 0))
+    ax.imshow(arr, **imshow)
+    ax.set_xticks([])
+    ax.set_yticks([])
+
+
+def signed_channel(delta: Any) -> Any:
+    """A ``(C, H, W)`` perturbation as one channel (summed), for a diverging colour map."""
+    return delta.sum(0, keepdim=True) if delta.shape[0] > 1 else delta

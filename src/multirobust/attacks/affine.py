@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar, cast
 
 import torch
 
-from ..threats import Affine, LpBall, Threat
+from ..threats import Affine, AffineParams, LpBall, Threat, ThreatParams
 from .base import Attack, Context, check_positive_int
 from .gradients import input_gradient
 from .registry import register
@@ -29,30 +29,20 @@ class AffineAttack(Attack):
         steps: PGD steps per λ.
     """
 
-    name = "affine"
+    supported_threats: ClassVar[tuple[type[Threat], ...]] = (Affine,)
     lambdas: int = 5
     steps: int = 40
-    loss: Any = "ce"
+    loss: Any = None
     random_start: bool = True
 
     def _validate(self) -> None:
         check_positive_int("lambdas", self.lambdas)
         check_positive_int("steps", self.steps)
 
-    @classmethod
-    def supports(cls, threat: Threat) -> bool:
-        return isinstance(threat, Affine)
-
-    @classmethod
-    def supported_description(cls) -> str:
-        return "supported: affine(A,B) threats of two ℓp balls"
-
     def _one_lambda(
         self, ctx: Context, lam: float
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-        threat = ctx.threat
-        assert isinstance(threat, Affine)
-        a, b = threat.a, threat.b
+        a, b = _affine(ctx).a, _affine(ctx).b
         x = ctx.x
         if self.random_start:
             da = a.random_init(x, ctx.generator) - x
@@ -79,7 +69,7 @@ class AffineAttack(Attack):
         db = torch.where(found.view(view), keep_b, db)
         return da, db, found, x + lam * da + (1 - lam) * db
 
-    def _run(self, ctx: Context) -> tuple[torch.Tensor, Any]:
+    def _run(self, ctx: Context) -> tuple[torch.Tensor, ThreatParams | None]:
         x = ctx.x
         n = x.shape[0]
         best = (
@@ -105,12 +95,17 @@ class AffineAttack(Attack):
             best_loss = torch.where(better, value, best_loss)
             found |= hit
         lam_best, da, db = best
-        threat = ctx.threat
-        assert isinstance(threat, Affine)
-        return threat.combine(x, lam_best, da, db), best
+        return _affine(ctx).combine(x, lam_best, da, db), AffineParams(lam_best, da, db)
 
 
-def _step(ball: LpBall, x: torch.Tensor, delta: torch.Tensor, grad: torch.Tensor, alpha: float):
+def _affine(ctx: Context) -> Affine:
+    # supported_threats = (Affine,): the contract has checked the threat's kind already.
+    return cast(Affine, ctx.threat)
+
+
+def _step(
+    ball: LpBall, x: torch.Tensor, delta: torch.Tensor, grad: torch.Tensor, alpha: float
+) -> torch.Tensor:
     """One steepest-ascent step of one part, projected onto its ball ∩ box."""
     moved = x + delta + alpha * ball.steepest_ascent(grad, x + delta)
     return ball.project(moved, x) - x

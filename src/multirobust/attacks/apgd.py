@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 
-from .. import losses
-from ..threats import LpBall
+from ..threats import ThreatParams
 from .base import Attack, Context, check_positive_int
 from .gradients import input_gradient
 from .registry import register
@@ -40,8 +39,7 @@ def apgd_run(
     fewer than ρ of the last steps increased f, or where neither η nor the best f changed.
     Examples that meet the goal leave the batch at the next checkpoint (``early_stop``).
     """
-    threat = ctx.threat
-    assert isinstance(threat, LpBall)
+    threat = ctx.ball
     n, x0_all = ctx.x.shape[0], ctx.x
     view = (-1,) + (1,) * (x0_all.dim() - 1)
     # ℓ1 steps are sparse and ℓ1-normalised: a full 2ε jump would spend the budget on a handful
@@ -129,14 +127,13 @@ class APGD(Attack):
     Args:
         steps: iterations per restart (100 in AutoAttack).
         restarts: runs from random starts; later runs attack only unbroken examples.
-        loss: "ce" or "dlr" (or any registered loss).
+        loss: "ce" or "dlr" (or any registered loss); None is cross-entropy.
         rho: fraction of improving steps below which the step size halves.
     """
 
-    name = "apgd"
     steps: int = 100
     restarts: int = 1
-    loss: Any = "ce"
+    loss: Any = None
     rho: float = 0.75
 
     def _validate(self) -> None:
@@ -144,11 +141,9 @@ class APGD(Attack):
         check_positive_int("restarts", self.restarts)
         if not 0 < self.rho <= 1:
             raise ValueError(f"Invalid rho: {self.rho!r} (must be in (0, 1])")
-        losses.get(self.loss)
 
     def _restarts(self, ctx: Context) -> tuple[torch.Tensor, torch.Tensor]:
-        threat = ctx.threat
-        assert isinstance(threat, LpBall)
+        threat = ctx.ball
         x_adv = ctx.x.clone()
         found = torch.zeros(ctx.x.shape[0], dtype=torch.bool, device=ctx.x.device)
         for r in range(self.restarts):
@@ -164,7 +159,7 @@ class APGD(Attack):
             found[rows] |= hit
         return x_adv, found
 
-    def _run(self, ctx: Context) -> tuple[torch.Tensor, Any]:
+    def _run(self, ctx: Context) -> tuple[torch.Tensor, ThreatParams | None]:
         return self._restarts(ctx)[0], None
 
 
@@ -178,15 +173,14 @@ class APGDTargeted(APGD):
     targeted attack on those.
     """
 
-    name = "apgd-t"
-    loss: Any = "dlr"
+    default_loss: ClassVar[str] = "dlr"
     target_classes: int = 9
 
     def _validate(self) -> None:
         super()._validate()
         check_positive_int("target_classes", self.target_classes)
 
-    def _run(self, ctx: Context) -> tuple[torch.Tensor, Any]:
+    def _run(self, ctx: Context) -> tuple[torch.Tensor, ThreatParams | None]:
         if ctx.targets is not None:
             return self._restarts(ctx)[0], None
         with torch.no_grad():

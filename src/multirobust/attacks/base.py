@@ -1,10 +1,23 @@
-"""The attack contract, defined once: validation, mode handling, goals, unions and the final check.
+"""The two attack contracts, each defined once: fixed-ε attacks and minimum-norm attacks.
 
-Attack authors subclass :class:`Attack` and write only ``_run``. The public ``__call__`` checks the
-inputs, runs on a copy with the model in eval mode and without parameter gradients, resolves the
-goal (untargeted, targeted, confidence reduction), splits unions into their members and keeps the
-per-example worst case, projects once more, verifies the result lies in the threat model and
-restores the model exactly as it was.
+Attack authors subclass :class:`Attack` (or :class:`MinimumNormAttack`) and write only ``_run``.
+The public ``__call__`` is final (a subclass that defines one is refused when the class is
+created). It checks the inputs and that they match the model's dtype and device, puts the model
+in attack mode (:func:`multirobust.models.attack_mode`: eval, frozen parameters, everything
+restored after), runs one clean forward pass (probability outputs and out-of-range labels are
+refused here), resolves the adversary's :class:`~.goals.Goal` and leaves alone the examples that
+already meet it or are not attacked, calls ``_run`` on the rest, and then:
+
+- fixed-ε (:class:`Attack`): projects the result onto the threat model once more, evaluates it
+  with one forward pass (whose logits are the result's: no second pass), and raises
+  :class:`~multirobust.threats.ThreatViolation` if anything is outside the threat model;
+- minimum-norm (:class:`MinimumNormAttack`): evaluates the candidates and returns, per example,
+  the smallest adversarial perturbation found and whether one was (a
+  :class:`MinimumNormResult`); no radius is involved.
+
+Unions of threat models are handled by one wrapper, :class:`~.union.UnionAttack` (the
+per-example worst member), built by :func:`~.registry.create`; a minimum-norm attack asked for a
+fixed budget is wrapped by :class:`~.budget.WithinBudget`.
 """
 
 from __future__ import annotations
@@ -14,32 +27,46 @@ import math
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import Any, ClassVar, final
 
 import torch
 from torch import nn
 
 from .. import losses
-from ..threats import LpBall, Threat, Union, parse
-from ..threats.base import _flat
+from ..models.state import attack_mode
+from ..threats import LpBall, Threat, ThreatParams, ThreatViolation, entries, parse, place_params
+from ..threats.base import in_box
+from .goals import Goal, GoalFn, ResolvedGoal, as_goal
 
-GOALS = ("misclassify", "reduce_confidence")
+__all__ = [
+    "Attack",
+    "AttackResult",
+    "Context",
+    "MinimumNormAttack",
+    "MinimumNormResult",
+    "ThreatViolation",
+    "check_labels",
+    "check_logits",
+    "check_model_inputs",
+    "validate_inputs",
+]
 
 
+# ---------------------------------------------------------------------------- results
 @dataclass(frozen=True)
 class AttackResult:
-    """What an attack returns.
+    """What a fixed-ε attack returns.
 
     Attributes:
         x_adv: adversarial inputs (N, ...), same dtype and device as the clean inputs.
-        success: (N,) bool, the goal is met at ``x_adv`` (checked by a fresh forward pass).
+        success: (N,) bool, the goal is met at ``x_adv`` (by the forward pass of ``logits``).
         loss: (N,) the attack's loss at ``x_adv``.
-        norm: (N,) size of the perturbation in the threat's norm (NaN for non-additive threats).
+        norm: (N,) size of the perturbation in the threat's norm (NaN where it has none).
         logits: (N, C) the model's output at ``x_adv``.
         queries: forward passes of single examples spent, in total.
-        params: parameters that certify membership for non-additive threats (spatial angles
-            and shifts, affine decompositions; for a union, ``(member_index, member_params)``).
-        threat_index: (N,) for a union, which member each example was attacked under.
+        params: parameters certifying membership for parameterised threats
+            (:class:`~multirobust.threats.SpatialParams`, ``AffineParams``, ``UnionParams``);
+            None for ℓp balls.
     """
 
     x_adv: torch.Tensor
@@ -48,18 +75,78 @@ class AttackResult:
     norm: torch.Tensor
     logits: torch.Tensor
     queries: int
-    params: Any = None
-    threat_index: torch.Tensor | None = None
+    params: ThreatParams | None = None
 
     @property
     def robust(self) -> torch.Tensor:
         """(N,) bool: the attack failed on this example."""
         return ~self.success
 
+    @property
+    def threat_index(self) -> torch.Tensor | None:
+        """(N,) for a union, which member each example was attacked under; else None."""
+        return None if self.params is None else self.params.member_index()
 
+
+@dataclass(frozen=True)
+class MinimumNormResult:
+    """What a minimum-norm attack returns: the smallest adversarial perturbation found.
+
+    Attributes:
+        x_adv: (N, ...) the smallest adversarial input found; ``x`` itself where none was found
+            (and where the clean input already meets the goal).
+        found: (N,) bool, ``x_adv`` meets the goal (checked by the forward pass of ``logits``).
+            True at distance 0 for examples that meet it without any perturbation.
+        distance: (N,) the norm of ``x_adv − x`` where found, ``inf`` where not.
+        logits: (N, C) the model's output at ``x_adv``.
+        queries: forward passes of single examples spent, in total.
+        norm: the name of the norm (``"l2"``, ``"linf"``, ...).
+    """
+
+    x_adv: torch.Tensor
+    found: torch.Tensor
+    distance: torch.Tensor
+    logits: torch.Tensor
+    queries: int
+    norm: str
+
+    def success_at(self, eps: float) -> torch.Tensor:
+        """(N,) bool: an adversarial input within ``eps`` was found."""
+        return self.found & (self.distance <= eps)
+
+    def robust_at(self, eps: float) -> torch.Tensor:
+        """(N,) bool: no adversarial input within ``eps`` was found (robust at ε, as far as
+        this attack can tell)."""
+        return ~self.success_at(eps)
+
+    def robust_accuracy(self, eps: float) -> float:
+        """Fraction of examples robust at ``eps``. (Counts examples misclassified without attack
+        as not robust, like the fixed-ε contract.)"""
+        return float(self.robust_at(eps).double().mean())
+
+
+# ---------------------------------------------------------------------------- context
 @dataclass
 class Context:
-    """Everything ``_run`` needs for one batch under one (non-union) threat model."""
+    """Everything ``_run`` needs for one batch under one (non-union) threat model.
+
+    Attributes:
+        model: the model (wrapped to count queries), in eval mode with frozen parameters.
+        x, y: the examples to attack and their labels.
+        targets: (N,) target classes of a targeted goal, else None.
+        generator: the source of all randomness.
+        threat: the threat model (for minimum-norm attacks, a ball no perturbation in the box
+            exceeds).
+        loss: the per-example loss to maximise, ``loss(logits, y, targets)``.
+        goal_met: ``met(logits, rows)``, the goal test for the examples ``rows`` of this batch.
+        counter: the query counter (the same object as ``model``).
+        threshold: for a confidence-reduction goal, the probability the true class must fall
+            below; None for untargeted and targeted goals.
+        clean_logits: (N, C) the model's output at ``x``, already computed by the contract.
+        clean_gradient: for attacks that asked for it (:meth:`Attack._wants_clean_gradient`),
+            a function returning ∇ₓ Σ loss at ``x`` from the contract's own clean forward pass
+            (one backward pass, callable once); None otherwise and in sub-contexts.
+    """
 
     model: nn.Module
     x: torch.Tensor
@@ -68,8 +155,17 @@ class Context:
     generator: torch.Generator
     threat: Threat
     loss: losses.Loss
-    goal_met: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] = field(repr=False)
+    goal_met: GoalFn = field(repr=False)
     counter: _QueryCounter = field(repr=False)
+    threshold: float | None = None
+    clean_logits: torch.Tensor | None = field(default=None, repr=False)
+    clean_gradient: Callable[[], torch.Tensor] | None = field(default=None, repr=False)
+
+    @property
+    def decision(self) -> bool:
+        """Success is a change of the predicted class (untargeted or targeted), so it may be
+        tightened by a margin on the logits; False for confidence reduction."""
+        return self.threshold is None
 
     def subset(self, index: torch.Tensor) -> Context:
         """The same context restricted to the examples at ``index``."""
@@ -80,6 +176,8 @@ class Context:
             y=self.y[index],
             targets=None if self.targets is None else self.targets[index],
             goal_met=lambda logits, rows: parent(logits, index[rows]),
+            clean_logits=None if self.clean_logits is None else self.clean_logits[index],
+            clean_gradient=None,
         )
 
     def met(self, logits: torch.Tensor, rows: torch.Tensor | None = None) -> torch.Tensor:
@@ -92,6 +190,16 @@ class Context:
         """Per-example loss to maximise."""
         return self.loss(logits, self.y, self.targets)
 
+    @property
+    def ball(self) -> LpBall:
+        """The threat as an ℓp ball, for attacks whose ``supported_threats`` are ℓp balls only
+        (the contract has checked that already)."""
+        threat = self.threat
+        if not threat.additive:
+            raise TypeError(f"{threat} is not an ℓp ball")
+        assert isinstance(threat, LpBall)  # narrows the type; `additive` is the ℓp balls' mark
+        return threat
+
 
 class _QueryCounter(nn.Module):
     """Wraps the model and counts single-example forward passes; adds no host sync."""
@@ -103,9 +211,10 @@ class _QueryCounter(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         self.count += x.shape[0]
-        return self.model(x)
+        return self.model(x)  # type: ignore[no-any-return]
 
 
+# ---------------------------------------------------------------------------- checks
 def _check_number(name: str, value: Any, *, low: float, strict: bool, integer: bool) -> None:
     ok_type = isinstance(value, int) and not isinstance(value, bool)
     if not integer:
@@ -149,13 +258,35 @@ def validate_inputs(x: Any, y: Any) -> None:
         )
     if y.is_floating_point() or y.dtype == torch.bool:
         raise ValueError(f"y must hold integer class indices, got dtype {y.dtype}")
-    if not torch.isfinite(x).all():
+    # One pass over x: the extremes are NaN or infinite exactly when some value is.
+    lo, hi = (float(v) for v in torch.aminmax(x))
+    if not (math.isfinite(lo) and math.isfinite(hi)):
         raise ValueError("x contains NaN or infinite values")
-    lo, hi = float(x.min()), float(x.max())
     if lo < -1e-6 or hi > 1 + 1e-6:
         raise ValueError(
             f"x has values outside [0, 1] (min {lo:.4g}, max {hi:.4g}): attacks take raw images "
             "in [0, 1]; put mean/std normalisation inside the model (multirobust.models.Normalize)"
+        )
+
+
+def check_model_inputs(model: nn.Module, x: torch.Tensor) -> None:
+    """The inputs must have the dtype and device of the model's (floating) parameters.
+
+    Raises ``ValueError`` saying which differs and how to convert, instead of the raw error
+    torch would give from inside the first layer.
+    """
+    param = next((p for p in model.parameters() if p.is_floating_point()), None)
+    if param is None:
+        return
+    if param.device != x.device:
+        raise ValueError(
+            f"The inputs are on {x.device} but the model is on {param.device}: move one of "
+            f"them (x.to({str(param.device)!r}) or model.to({str(x.device)!r}))"
+        )
+    if param.dtype != x.dtype:
+        raise ValueError(
+            f"The inputs are {x.dtype} but the model's parameters are {param.dtype}: convert "
+            f"one of them (x.to({param.dtype}) or model.to({x.dtype}))"
         )
 
 
@@ -180,48 +311,215 @@ def check_logits(logits: Any, n: int) -> None:
         )
 
 
-@dataclass(frozen=True, kw_only=True)
-class Attack(ABC):
-    """Base of all attacks: a small frozen keyword-only config and one shared ``__call__``.
+def check_labels(y: torch.Tensor, num_classes: int) -> None:
+    """Labels must be classes 0..C−1 (−100, cross-entropy's "ignore" value, is not a label)."""
+    lo, hi = int(y.min()), int(y.max())
+    if lo < 0 or hi >= num_classes:
+        hint = (
+            "; -100 is cross-entropy's ignore value, not a label: drop those examples"
+            if lo == -100
+            else ""
+        )
+        raise ValueError(
+            f"Labels out of range: found {lo}..{hi}, the model has {num_classes} classes "
+            f"(labels must be in 0..{num_classes - 1}{hint})"
+        )
 
-    Subclasses are ``@dataclass(frozen=True, kw_only=True)`` and implement ``_run``.
+
+# ---------------------------------------------------------------------------- shared parts
+@dataclass
+class _Batch:
+    """A batch checked and evaluated once at the clean inputs, with its goal resolved."""
+
+    x: torch.Tensor
+    y: torch.Tensor
+    counter: _QueryCounter
+    clean_logits: torch.Tensor
+    goal: ResolvedGoal
+    generator: torch.Generator
+    #: (leaf input, output with its autograd graph) when the clean pass kept its graph.
+    graph: tuple[torch.Tensor, torch.Tensor] | None = None
+
+    @property
+    def todo(self) -> torch.Tensor:
+        """Rows to attack: attacked by the goal and not meeting it already."""
+        skip = self.goal.met(self.clean_logits) | ~self.goal.attacked()
+        return (~skip).nonzero().flatten()
+
+    def context(self, rows: torch.Tensor, threat: Threat, loss: losses.Loss) -> Context:
+        goal = self.goal
+        clean_gradient = None
+        if self.graph is not None:
+            leaf, out = self.graph
+            targets = None if goal.targets is None else goal.targets[rows]
+
+            def clean_gradient() -> torch.Tensor:
+                value = loss(out[rows], self.y[rows], targets).sum()
+                (grad,) = torch.autograd.grad(value, leaf)
+                return grad[rows]
+
+        return Context(
+            model=self.counter,
+            x=self.x[rows],
+            y=self.y[rows],
+            targets=None if goal.targets is None else goal.targets[rows],
+            generator=self.generator,
+            threat=threat,
+            loss=loss,
+            goal_met=lambda logits, r: goal.met(logits, rows[r]),
+            counter=self.counter,
+            threshold=goal.threshold,
+            clean_logits=self.clean_logits[rows],
+            clean_gradient=clean_gradient,
+        )
+
+
+def _begin(
+    model: nn.Module,
+    x: Any,
+    y: Any,
+    goal: Goal | None,
+    targets: Any,
+    generator: torch.Generator | None,
+    seed: int,
+) -> tuple[torch.Tensor, torch.Tensor, Goal, torch.Generator]:
+    """Argument checks shared by both contracts, before the model is touched."""
+    the_goal = as_goal(goal, targets)
+    validate_inputs(x, y)
+    check_model_inputs(model, x)
+    if generator is None:
+        generator = torch.Generator(device=x.device).manual_seed(seed)
+    # No copy: nothing writes into x (the contract suite checks that inputs stay untouched).
+    x = x.detach()
+    y = y.detach().to(device=x.device, dtype=torch.long)
+    return x, y, the_goal, generator
+
+
+def _clean_pass(
+    model: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    goal: Goal,
+    generator: torch.Generator,
+    keep_graph: bool = False,
+) -> _Batch:
+    """The clean forward pass (model in attack mode): outputs and labels checked, goal resolved.
+
+    With ``keep_graph`` the pass keeps its autograd graph, so that an attack whose first
+    gradient is at ``x`` (FGSM) takes it from this pass instead of a second forward pass.
+    """
+    counter = _QueryCounter(model)
+    graph = None
+    if keep_graph:
+        leaf = x.detach().requires_grad_(True)
+        with torch.enable_grad():
+            out = counter(leaf)
+        graph = (leaf, out)
+        clean = out.detach()
+    else:
+        with torch.no_grad():
+            clean = counter(x)
+    check_logits(clean, x.shape[0])
+    check_labels(y, clean.shape[1])
+    return _Batch(x, y, counter, clean, goal.resolve(clean, y, generator), generator, graph)
+
+
+def _supported_text(kinds: tuple[type[Threat], ...]) -> str:
+    forms = [e.syntax for e in entries() if issubclass(e.cls, kinds)]
+    return "supported: " + ", ".join(forms)
+
+
+class _Configured(ABC):
+    """What both contracts share: a frozen keyword-only config, validated once, with a final
+    ``__call__``, a declared set of threat models and a default loss."""
+
+    #: The registered name (set by ``@register``).
+    name: ClassVar[str] = ""
+    #: Threat-model classes this attack works under (checked once, here).
+    supported_threats: ClassVar[tuple[type[Threat], ...]] = (LpBall,)
+    #: Loss maximised when the attack's ``loss`` option is None (or it has none).
+    default_loss: ClassVar[str] = "ce"
+
+    seed: int
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if "__call__" in cls.__dict__ and not cls.__dict__.get("_defines_contract", False):
+            raise TypeError(
+                f"{cls.__name__} defines __call__: the call is the contract's (attacks/base.py); "
+                "an attack writes only _run"
+            )
+
+    def _check_config(self) -> None:
+        check_nonneg_int("seed", self.seed)
+        loss = getattr(self, "loss", None)
+        if loss is not None:
+            losses.get(loss)
+        self._validate()
+
+    def _validate(self) -> None:  # noqa: B027 - optional hook
+        """Check subclass options; raise ValueError naming the bad one."""
+
+    @classmethod
+    def supports(cls, threat: Threat) -> bool:
+        """Whether this attack can run under ``threat`` (a non-union threat model)."""
+        # The one place an attack's declared kinds are matched against a threat object.
+        return isinstance(threat, cls.supported_threats)
+
+    @classmethod
+    def supported_description(cls) -> str:
+        return _supported_text(cls.supported_threats)
+
+    def _loss_fn(self) -> losses.Loss:
+        """The loss to maximise: the ``loss`` option, else :attr:`default_loss`."""
+        return losses.get(getattr(self, "loss", None) or self.default_loss)
+
+    def with_options(self, **changes: Any) -> Any:
+        """A copy with some options changed (attacks themselves are immutable)."""
+        return dataclasses.replace(self, **changes)  # type: ignore[type-var]
+
+
+# ---------------------------------------------------------------------------- fixed ε
+@dataclass(frozen=True, kw_only=True)
+class Attack(_Configured):
+    """Base of the fixed-ε attacks: a frozen keyword-only config and one shared ``__call__``.
+
+    Subclasses are ``@dataclass(frozen=True, kw_only=True)``, declare ``supported_threats``
+    when it is not "every ℓp ball", and implement ``_run``.
 
     Common options:
-        threat: threat model (object or text such as ``"linf:0.3"``).
-        goal: ``"misclassify"`` (default; with targets: reach the target class) or
-            ``"reduce_confidence"`` (push the true class's probability below
-            ``confidence_threshold``).
+        threat: threat model (object or text such as ``"linf:0.3"``), never a union (use
+            :func:`multirobust.attacks.create`, which wraps a union's members).
         seed: seed of the generator used when the caller passes none.
     """
 
-    name: ClassVar[str] = ""
-    #: Losses this attack maximises when ``loss`` is not given.
-    default_loss: ClassVar[str] = "ce"
+    _defines_contract: ClassVar[bool] = True
+    #: True only for wrappers that take a union (:class:`~.union.UnionAttack`).
+    takes_unions: ClassVar[bool] = False
 
     threat: Threat | str
-    goal: str = "misclassify"
-    confidence_threshold: float = 0.5
     seed: int = 0
 
-    # ------------------------------------------------------------------ configuration
     def __post_init__(self) -> None:
         object.__setattr__(self, "threat", parse(self.threat))  # type: ignore[arg-type]
-        if self.goal not in GOALS:
-            raise ValueError(f"Invalid goal: {self.goal!r} (must be one of {', '.join(GOALS)})")
-        if not 0.0 < self.confidence_threshold <= 1.0:
-            raise ValueError(
-                f"Invalid confidence_threshold: {self.confidence_threshold!r} (must be in (0, 1])"
-            )
-        check_nonneg_int("seed", self.seed)
         threat = self.threat_model
-        members = threat.threats if isinstance(threat, Union) else (threat,)
-        unsupported = [str(t) for t in members if not self.supports(t)]
-        if unsupported:
+        if threat.members() != (threat,) and not self.takes_unions:
             raise ValueError(
-                f"Attack {self.name!r} does not support threat {', '.join(unsupported)}"
-                f" ({self.supported_description()})"
+                f"{type(self).__name__} attacks one threat model, got {threat}: build the "
+                f"per-example worst case with attacks.create({self.name!r}, threat={str(threat)!r})"
             )
-        self._validate()
+        if not self.takes_unions and not self._supports(threat):
+            raise ValueError(
+                f"Attack {self.name!r} does not support threat {threat}"
+                f" ({self._supported_description()})"
+            )
+        self._check_config()
+
+    def _supports(self, threat: Threat) -> bool:
+        return self.supports(threat)
+
+    def _supported_description(self) -> str:
+        return self.supported_description()
 
     @property
     def threat_model(self) -> Threat:
@@ -229,180 +527,74 @@ class Attack(ABC):
         assert isinstance(self.threat, Threat)
         return self.threat
 
-    def _validate(self) -> None:  # noqa: B027 - optional hook, most attacks override it
-        """Check subclass options; raise ValueError naming the bad one."""
+    @property
+    def label(self) -> str:
+        """The name shown in errors."""
+        return self.name
 
-    @classmethod
-    def supports(cls, threat: Threat) -> bool:
-        """Whether this attack can run under ``threat`` (a non-union threat model)."""
-        return isinstance(threat, LpBall)
-
-    @classmethod
-    def supported_description(cls) -> str:
-        return "supported: ℓ∞, ℓ2 and ℓ1 balls and unions of them"
-
-    def with_options(self, **changes: Any) -> Attack:
-        """A copy with some options changed (attacks themselves are immutable)."""
-        return dataclasses.replace(self, **changes)  # type: ignore[type-var]
-
-    # ------------------------------------------------------------------ the contract
+    @final
     def __call__(
         self,
         model: nn.Module,
         x: torch.Tensor,
         y: torch.Tensor,
         *,
-        targets: torch.Tensor | str | None = None,
+        goal: Goal | None = None,
+        targets: torch.Tensor | None = None,
         generator: torch.Generator | None = None,
     ) -> AttackResult:
         """Attack ``model`` at inputs ``x`` (N, ...) in [0, 1] with true labels ``y`` (N,).
 
         Args:
-            targets: None (untargeted), a (N,) tensor of target classes (a negative entry leaves
-                that example alone, for source/target attacks), ``"random"`` or
-                ``"least_likely"``.
+            goal: the adversary's goal (:mod:`multirobust.attacks.goals`); untargeted if None.
+            targets: a (N,) tensor of target classes, shorthand for ``goal=Targeted(targets)``.
             generator: source of all randomness; a generator seeded with ``seed`` when None.
         """
-        validate_inputs(x, y)
-        if generator is None:
-            generator = torch.Generator(device=x.device).manual_seed(self.seed)
-        x = x.detach().clone()
-        y = y.detach().to(device=x.device, dtype=torch.long)
-        modes = [m.training for m in model.modules()]
-        flags = [p.requires_grad for p in model.parameters()]
-        model.eval()
-        for p in model.parameters():
-            p.requires_grad_(False)
-        try:
-            return self._call(model, x, y, targets, generator)
-        finally:
-            for m, mode in zip(model.modules(), modes, strict=True):
-                m.training = mode
-            for p, flag in zip(model.parameters(), flags, strict=True):
-                p.requires_grad_(flag)
+        x, y, the_goal, generator = _begin(model, x, y, goal, targets, generator, self.seed)
+        with attack_mode(model):
+            keep = self._wants_clean_gradient()
+            return self._attack(_clean_pass(model, x, y, the_goal, generator, keep))
 
-    def _call(
-        self,
-        model: nn.Module,
-        x: torch.Tensor,
-        y: torch.Tensor,
-        targets_arg: torch.Tensor | str | None,
-        generator: torch.Generator,
-    ) -> AttackResult:
-        counter = _QueryCounter(model)
-        with torch.no_grad():
-            clean_logits = counter(x)
-        check_logits(clean_logits, x.shape[0])
-        num_classes = clean_logits.shape[1]
-        if int(y.min()) < 0 or int(y.max()) >= num_classes:
-            raise ValueError(
-                f"Labels out of range: found {int(y.min())}..{int(y.max())}, the model has "
-                f"{num_classes} classes (labels must be in 0..{num_classes - 1})"
-            )
-        targets = resolve_targets(targets_arg, clean_logits, y, generator)
-        goal_met = self._goal_fn(y, targets)
-        n = x.shape[0]
-        all_rows = torch.arange(n, device=x.device)
-        loss_fn = losses.get(getattr(self, "loss", None) or self.default_loss)
+    def _wants_clean_gradient(self) -> bool:
+        """True for attacks whose first gradient is taken at the clean input: the contract then
+        keeps the clean pass's graph and offers ``ctx.clean_gradient``."""
+        return False
 
-        # Examples already meeting the goal, or left alone (target < 0), are not attacked.
-        skip = goal_met(clean_logits, all_rows)
-        if targets is not None:
-            skip |= targets < 0
-        todo = (~skip).nonzero().flatten()
-
-        x_adv = x.clone()
-        members = (
-            list(self.threat_model) if isinstance(self.threat_model, Union) else [self.threat_model]
-        )
-        member_params: list[Any] = [None] * len(members)
-        index = torch.zeros(n, dtype=torch.long, device=x.device)
-        best_loss = torch.full((n,), float("-inf"), device=x.device, dtype=x.dtype)
-        won = torch.zeros(n, dtype=torch.bool, device=x.device)
-        for i, threat in enumerate(members):
-            # Cheapest-first is the caller's order; examples broken by an earlier member are done.
-            rows = todo[~won[todo]] if i else todo
-            if threat.is_trivial or rows.numel() == 0:
-                continue
-            ctx = Context(
-                model=counter,
-                x=x[rows],
-                y=y[rows],
-                targets=None if targets is None else targets[rows],
-                generator=generator,
-                threat=threat,
-                loss=loss_fn,
-                goal_met=_compose(goal_met, rows),
-                counter=counter,
-            )
+    def _attack(self, batch: _Batch) -> AttackResult:
+        threat = self.threat_model
+        x, y, n = batch.x, batch.y, batch.x.shape[0]
+        loss_fn = self._loss_fn()
+        x_adv, logits = x.clone(), batch.clean_logits.clone()
+        params: ThreatParams | None = None
+        todo = batch.todo
+        if todo.numel() and not threat.is_trivial:
+            ctx = batch.context(todo, threat, loss_fn)
             cand, found_params = self._run(ctx)
-            if isinstance(threat, LpBall):
-                cand = threat.project(cand, ctx.x)
+            cand = threat.project(cand, ctx.x, found_params)
             with torch.no_grad():
-                logits = counter(cand)
-                hit = goal_met(logits, rows)
-                cand_loss = loss_fn(logits, y[rows], None if targets is None else targets[rows])
-            better = hit | (~won[rows] & (cand_loss > best_loss[rows]))
-            take = rows[better]
-            x_adv[take] = cand[better]
-            index[take] = i
-            best_loss[take] = cand_loss[better]
-            won[rows] |= hit
-            member_params[i] = _scatter_params(found_params, rows, n, better, threat, x)
-
-        params: Any
-        with torch.no_grad():
-            logits = counter(x_adv)
-        success = goal_met(logits, all_rows)
-        if targets is not None:
-            success &= targets >= 0
-        final_loss = loss_fn(logits, y, targets.clamp_min(0) if targets is not None else None)
-        if isinstance(self.threat_model, Union):
-            params = (index, member_params)
-            norm = torch.full((n,), float("nan"), device=x.device, dtype=x.dtype)
-            for i, t in enumerate(members):
-                if isinstance(t, LpBall):
-                    norm = torch.where(index == i, t.norm(x_adv - x), norm)
-        else:
-            params = member_params[0]
-            norm = (
-                self.threat_model.norm(x_adv - x)
-                if isinstance(self.threat_model, LpBall)
-                else torch.full((n,), float("nan"), device=x.device, dtype=x.dtype)
-            )
-        inside = self.threat_model.contains(x_adv, x, atol=1e-4, params=params)
+                cand_logits = batch.counter(cand)
+            x_adv[todo] = cand
+            # The candidates' own forward pass gives the result's logits: the examples left
+            # alone keep their clean logits, so no second pass over the batch is needed.
+            logits[todo] = cand_logits
+            params = place_params(found_params, todo, n)
+        goal = batch.goal
+        success = goal.met(logits) & goal.attacked()
+        inside = threat.contains(x_adv, x, atol=1e-4, params=params)
         if not bool(inside.all()):
-            bad = int((~inside).sum())
-            raise RuntimeError(
-                f"Attack {self.name!r} returned {bad} example(s) outside {self.threat_model}: "
-                "this is a bug in the attack"
-            )
+            raise ThreatViolation(self.label, str(threat), int((~inside).sum()))
         return AttackResult(
             x_adv=x_adv,
             success=success,
-            loss=final_loss,
-            norm=norm,
+            loss=loss_fn(logits, y, goal.targets),
+            norm=threat.norm(x_adv - x, params),
             logits=logits,
-            queries=counter.count,
+            queries=batch.counter.count,
             params=params,
-            threat_index=index if isinstance(self.threat_model, Union) else None,
         )
 
-    def _goal_fn(
-        self, y: torch.Tensor, targets: torch.Tensor | None
-    ) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
-        """``met(logits, rows)``: goal reached for the examples ``rows`` of the batch."""
-        threshold = self.confidence_threshold
-        if targets is not None:
-            return lambda logits, rows: logits.argmax(1) == targets[rows]
-        if self.goal == "reduce_confidence":
-            return lambda logits, rows: (
-                logits.softmax(1).gather(1, y[rows].unsqueeze(1)).squeeze(1) < threshold
-            )
-        return lambda logits, rows: logits.argmax(1) != y[rows]
-
     @abstractmethod
-    def _run(self, ctx: Context) -> tuple[torch.Tensor, Any]:
+    def _run(self, ctx: Context) -> tuple[torch.Tensor, ThreatParams | None]:
         """Attack the examples of ``ctx`` under ``ctx.threat`` (never a union).
 
         Returns:
@@ -410,74 +602,99 @@ class Attack(ABC):
         """
 
 
-def _compose(
-    goal_met: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], rows: torch.Tensor
-) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
-    """``goal_met`` for a sub-batch: its row r is row ``rows[r]`` of the whole batch."""
-    return lambda logits, r: goal_met(logits, rows[r])
+# ---------------------------------------------------------------------------- minimum norm
+@dataclass(frozen=True, kw_only=True)
+class MinimumNormAttack(_Configured):
+    """Base of the minimum-norm attacks (DeepFool, Carlini–Wagner, the minimal-distortion
+    search): per example, the smallest perturbation in one norm that meets the goal.
 
-
-def _scatter_params(
-    params: Any, rows: torch.Tensor, n: int, keep: torch.Tensor, threat: Threat, x: torch.Tensor
-) -> Any:
-    """Place a member's parameters for ``rows`` (where ``keep``) into full-batch tensors."""
-    if params is None:
-        return None
-    if isinstance(params, torch.Tensor):
-        full = torch.zeros((n,) + tuple(params.shape[1:]), device=params.device, dtype=params.dtype)
-        full[rows[keep]] = params[keep]
-        return full
-    if isinstance(params, tuple):
-        return tuple(_scatter_params(p, rows, n, keep, threat, x) for p in params)
-    raise TypeError(f"Unsupported attack params of type {type(params).__name__}")
-
-
-def resolve_targets(
-    targets: torch.Tensor | str | None,
-    clean_logits: torch.Tensor,
-    y: torch.Tensor,
-    generator: torch.Generator,
-) -> torch.Tensor | None:
-    """Turn the ``targets`` argument into a (N,) long tensor (or None for untargeted)."""
-    n, num_classes = clean_logits.shape
-    if targets is None:
-        return None
-    if isinstance(targets, str):
-        if targets == "random":
-            # Uniform over the classes other than y: draw from C−1 and skip over y.
-            r = torch.randint(0, num_classes - 1, (n,), generator=generator, device=y.device)
-            return r + (r >= y).long()
-        if targets in ("least_likely", "least-likely"):
-            return clean_logits.argmin(1)
-        raise ValueError(
-            f"Invalid targets: {targets!r} (must be a tensor of classes, 'random' or "
-            "'least_likely')"
-        )
-    if not isinstance(targets, torch.Tensor):
-        raise TypeError(f"targets must be a tensor or a string, got {type(targets).__name__}")
-    targets = targets.to(device=y.device)
-    if targets.dim() != 1 or targets.shape[0] != n or targets.is_floating_point():
-        raise ValueError(f"targets must be integer class indices of shape ({n},)")
-    targets = targets.long()
-    if int(targets.max()) >= num_classes:
-        raise ValueError(
-            f"Targets out of range: max {int(targets.max())}, the model has {num_classes} classes"
-        )
-    if bool(((targets == y) & (targets >= 0)).any()):
-        raise ValueError("Some targets equal the true label; a target must be another class")
-    return targets
-
-
-def source_target(y: torch.Tensor, source: int, target: int) -> torch.Tensor:
-    """Targets for a source/target attack: examples of class ``source`` aim at ``target``.
-
-    Examples of other classes get −1, which attacks leave untouched (and never count as success).
+    No radius is given: ``_run`` sees ``ctx.threat``, the ball of the attack's norm that
+    contains the whole box (no perturbation in [0, 1] exceeds it). ``_run`` returns
+    ``(points, found)``: per example the smallest adversarial input found where ``found``, and
+    otherwise its best effort (used when the attack is asked for a fixed budget; see
+    :class:`~.budget.WithinBudget`). A minimum-norm attack declares exactly one ℓp ball kind in
+    ``supported_threats`` (or overrides :meth:`geometry`).
     """
-    if source == target:
-        raise ValueError("source and target classes must differ")
-    return torch.where(y == source, torch.full_like(y, target), torch.full_like(y, -1))
 
+    _defines_contract: ClassVar[bool] = True
+    default_loss: ClassVar[str] = "margin"
+    #: Relative cost per example; searches that combine minimum-norm attacks run cheap ones first.
+    cost: ClassVar[int] = 1
 
-def as_flat(t: torch.Tensor) -> torch.Tensor:
-    """(N, D) view, re-exported for attack modules."""
-    return _flat(t)
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        self._check_config()
+
+    def geometry(self) -> type[LpBall]:
+        """The ℓp ball class whose norm this attack minimises."""
+        kind = self.supported_threats[0]
+        assert issubclass(kind, LpBall)
+        return kind
+
+    def ball_for(self, x: torch.Tensor) -> LpBall:
+        """The ball of :meth:`geometry` around inputs like ``x`` that contains the whole box."""
+        return self.geometry()(self.geometry().box_diameter(int(x[0].numel())))
+
+    @property
+    def label(self) -> str:
+        return self.name
+
+    @final
+    def __call__(
+        self,
+        model: nn.Module,
+        x: torch.Tensor,
+        y: torch.Tensor,
+        *,
+        goal: Goal | None = None,
+        targets: torch.Tensor | None = None,
+        generator: torch.Generator | None = None,
+    ) -> MinimumNormResult:
+        """The smallest perturbation of each ``x`` (N, ...) in [0, 1] meeting the goal.
+
+        Args:
+            goal: the adversary's goal; untargeted if None.
+            targets: a (N,) tensor of target classes, shorthand for ``goal=Targeted(targets)``.
+            generator: source of all randomness; a generator seeded with ``seed`` when None.
+        """
+        x, y, the_goal, generator = _begin(model, x, y, goal, targets, generator, self.seed)
+        with attack_mode(model):
+            return self._minimise(_clean_pass(model, x, y, the_goal, generator))
+
+    def _minimise(self, batch: _Batch) -> MinimumNormResult:
+        x, goal = batch.x, batch.goal
+        ball = self.ball_for(x)
+        x_adv, logits = x.clone(), batch.clean_logits.clone()
+        found = goal.met(logits) & goal.attacked()
+        todo = batch.todo
+        if todo.numel():
+            ctx = batch.context(todo, ball, self._loss_fn())
+            points, hit = self._run(ctx)
+            with torch.no_grad():
+                cand_logits = batch.counter(points)
+            # Only what the model confirms counts: a success must survive this forward pass.
+            ok = hit & goal.met(cand_logits, todo)
+            rows = todo[ok]
+            x_adv[rows] = points[ok]
+            logits[rows] = cand_logits[ok]
+            found[todo] = ok
+        outside = ~in_box(x_adv, atol=1e-4)
+        if bool(outside.any()):
+            raise ThreatViolation(self.label, "the box [0, 1]", int(outside.sum()))
+        distance = torch.where(
+            found, ball.norm(x_adv - x), torch.full_like(found, math.inf, dtype=x.dtype)
+        )
+        return MinimumNormResult(
+            x_adv=x_adv,
+            found=found,
+            distance=distance,
+            logits=logits,
+            queries=batch.counter.count,
+            norm=ball.name,
+        )
+
+    @abstractmethod
+    def _run(self, ctx: Context) -> tuple[torch.Tensor, torch.Tensor]:
+        """Search the examples of ``ctx``. Returns ``(points, found)``: the smallest adversarial
+        input found where ``found`` (N,) is True, the best effort elsewhere."""

@@ -24,13 +24,11 @@ Objective: the f6 margin with confidence κ,
 
 which is ``−multirobust.losses.margin(..., confidence=κ)``.
 
-Minimum-norm semantics: the threat's ε is a budget, not a target. The attacks return the
-smallest perturbation they found that meets the goal (with margin ≥ κ); success in the result
-means "within ε", because the attack contract projects the result onto the ball ∩ box before it
-re-evaluates it (a minimal perturbation larger than ε is shrunk to ε and then usually fails).
-For a pure minimum-norm search give a radius no perturbation in the box can exceed: ``l2:R``
-with R ≥ √D (√784 = 28 on MNIST, so ``l2:100``), or ``linf:1``; the distances are in
-``AttackResult.norm``.
+Minimum-norm contract: the attacks return, per example, the smallest perturbation they found
+that meets the goal (with margin ≥ κ) and whether one was found
+(``attacks.create_minimum_norm("cw-l2")(model, x, y)``: ``distance``, ``found``). Asked for a
+fixed budget (``attacks.create("cw-l2", threat="l2:2")``) the answer is projected onto the ball ∩
+box and evaluated: a minimal perturbation larger than ε is shrunk to ε and then usually fails.
 
 Step sizes: a short linear warm-up then a cosine decay to 1% (``lr_schedule="cosine"``): Adam's
 first step is a sign step of size ≈ lr in every coordinate, and the decay gives the end of each
@@ -50,9 +48,9 @@ from typing import Any, ClassVar
 import torch
 
 from .. import losses
-from ..threats import L2Ball, LinfBall
-from ..threats.base import Threat, _flat
-from .base import Attack, Context, check_nonneg, check_positive, check_positive_int
+from ..threats import L2Ball, LinfBall, Threat
+from ..threats.base import flat
+from .base import Context, MinimumNormAttack, check_nonneg, check_positive, check_positive_int
 from .optimizers import OPTIMIZERS, check_optimizer, make_optimizer, subset_optimizer
 from .registry import register
 
@@ -138,11 +136,11 @@ def _freeze_options(value: Any) -> tuple[tuple[str, Any], ...]:
 
 
 @dataclass(frozen=True, kw_only=True)
-class _CarliniWagnerBase(Attack):
+class _CarliniWagnerBase(MinimumNormAttack):
     """Options shared by both Carlini–Wagner attacks (see the subclasses)."""
 
-    default_loss = "margin"
     default_lr: ClassVar[dict[str, float]] = DEFAULT_LR
+    cost: ClassVar[int] = 100
 
     steps: int = 100
     learning_rate: float | None = None
@@ -273,22 +271,14 @@ class CarliniWagnerL2(_CarliniWagnerBase):
         box_margin: m ≥ 0 of the widened tanh map; 0 is the paper's map.
     """
 
-    name = "cw-l2"
+    supported_threats: ClassVar[tuple[type[Threat], ...]] = (L2Ball,)
     binary_search_steps: int = 5
 
     def _validate(self) -> None:
         super()._validate()
         check_positive_int("binary_search_steps", self.binary_search_steps)
 
-    @classmethod
-    def supports(cls, threat: Threat) -> bool:
-        return isinstance(threat, L2Ball)
-
-    @classmethod
-    def supported_description(cls) -> str:
-        return "supported: ℓ2 balls"
-
-    def _run(self, ctx: Context) -> tuple[torch.Tensor, Any]:
+    def _run(self, ctx: Context) -> tuple[torch.Tensor, torch.Tensor]:
         x, y, targets = ctx.x, ctx.y, ctx.targets
         n, dev, dt = x.shape[0], x.device, x.dtype
         view = _view(x.dim())
@@ -317,7 +307,7 @@ class CarliniWagnerL2(_CarliniWagnerBase):
                 with torch.enable_grad():
                     xa = _from_tanh(w0 + u, self.box_margin)
                     logits = ctx.model(xa)
-                    dist = _flat(xa - xs).pow(2).sum(1)
+                    dist = flat(xa - xs).pow(2).sum(1)
                     marg = margin(logits, ys, ts)
                     obj = dist - cs * marg
                     (u.grad,) = torch.autograd.grad(obj.sum(), u)
@@ -363,7 +353,7 @@ class CarliniWagnerL2(_CarliniWagnerBase):
                 const = torch.where(upper < big, (lower + upper) / 2, const * 10)
 
         found = torch.isfinite(best_norm)
-        return torch.where(found.view(view), best_x, effort_x), None
+        return torch.where(found.view(view), best_x, effort_x), found
 
 
 @register("cw-linf")
@@ -385,8 +375,9 @@ class CarliniWagnerLinf(_CarliniWagnerBase):
     check every ``max(1, steps // 10)`` iterations) multiplies c by ``const_factor``; an example
     whose c exceeds ``largest_const`` is finished. At most ``search_steps`` trials are run.
 
-    Differences from the paper's code, on purpose: τ starts at min(ε, 1) rather than 1, since a
-    perturbation beyond the budget ε is of no use to the caller (they agree for ``linf:1``); the
+    Differences from the paper's code, on purpose: τ starts at min(ε, 1) rather than 1 when the
+    attack runs within a budget ε (``attacks.create("cw-linf", threat="linf:ε")``), since a
+    perturbation beyond ε is of no use there (as a minimum-norm attack it starts at 1); the
     smallest adversarial iterate seen anywhere is kept, not only the last accepted one; the
     stall check (window minima, from the middle of a trial on) ends a hopeless trial early (the
     paper only stops a trial on success); and examples run their trials in lock-step batches,
@@ -405,7 +396,7 @@ class CarliniWagnerLinf(_CarliniWagnerBase):
         optimizer, optimizer_options, lr_schedule, box_margin: as for ``cw-l2``.
     """
 
-    name = "cw-linf"
+    supported_threats: ClassVar[tuple[type[Threat], ...]] = (LinfBall,)
     default_lr = DEFAULT_LR_LINF
     search_steps: int = 20
     largest_const: float = 20.0
@@ -423,17 +414,8 @@ class CarliniWagnerLinf(_CarliniWagnerBase):
         if not (isinstance(td, int | float) and not isinstance(td, bool) and 0 < td < 1):
             raise ValueError(f"Invalid tau_decrease: {td!r} (must be in (0, 1))")
 
-    @classmethod
-    def supports(cls, threat: Threat) -> bool:
-        return isinstance(threat, LinfBall)
-
-    @classmethod
-    def supported_description(cls) -> str:
-        return "supported: ℓ∞ balls"
-
-    def _run(self, ctx: Context) -> tuple[torch.Tensor, Any]:
-        threat = ctx.threat
-        assert isinstance(threat, LinfBall)
+    def _run(self, ctx: Context) -> tuple[torch.Tensor, torch.Tensor]:
+        threat = ctx.ball
         x, y, targets = ctx.x, ctx.y, ctx.targets
         n, dev, dt = x.shape[0], x.device, x.dtype
         view = _view(x.dim())
@@ -469,14 +451,14 @@ class CarliniWagnerLinf(_CarliniWagnerBase):
                     w = w0 + u
                     xa = _from_tanh(w, self.box_margin)
                     logits = ctx.model(xa)
-                    over = (_flat(xa - xs).abs() - taus.unsqueeze(1)).clamp_min(0).sum(1)
+                    over = (flat(xa - xs).abs() - taus.unsqueeze(1)).clamp_min(0).sum(1)
                     marg = margin(logits, ys, ts)
                     obj = over - cs * marg
                     (u.grad,) = torch.autograd.grad(obj.sum(), u)
                 with torch.no_grad():
                     xa, marg, w = xa.detach(), marg.detach(), w.detach()
                     ok = self._ok(ctx, logits.detach(), marg, live)
-                    norm = _flat(xa - xs).abs().amax(1)
+                    norm = flat(xa - xs).abs().amax(1)
                     cur = best_norm[live]
                     improve = ok & (norm < cur)
                     best_norm[live] = torch.where(improve, norm, cur)
@@ -532,4 +514,4 @@ class CarliniWagnerLinf(_CarliniWagnerBase):
                 active = active & ~(failed & (const > self.largest_const))
 
         found = torch.isfinite(best_norm)
-        return torch.where(found.view(view), best_x, effort_x), None
+        return torch.where(found.view(view), best_x, effort_x), found

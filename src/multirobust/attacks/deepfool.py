@@ -30,8 +30,8 @@ logit exceeds Z_y by more than m; targeted: Z_t exceeds every other logit by mor
 i.e. half the significant digits of the logits — far above the rounding of a forward pass, far
 below any distance that matters (on MNIST it adds ~10⁻³ to an ℓ2 distance of ~1.6). Each
 linearised step aims 2m past the boundary (|f'| + 2m instead of |f'|), so that with η = 0 an
-affine classifier is still crossed in one step. A goal other than misclassification
-(``reduce_confidence``) is used as given.
+affine classifier is still crossed in one step. A goal that is not a change of class
+(``ReduceConfidence``) is used as given.
 
 Refinement (``refine_steps`` > 0, on by default in the attacks): the iterations stop at the
 first iterate past the boundary, which with box-aware steps is often well past it. For each
@@ -47,30 +47,27 @@ Cost: each iteration is one forward pass and K − 1 backward passes of the live
 examples leave the batch as soon as they meet the goal. The refinement adds ``refine_steps``
 forward passes of the examples that met it (no backward pass, no host sync).
 
-Minimum-norm semantics: the threat's ε is a budget. DeepFool returns the first point meeting the
-goal; the attack contract projects it onto the ball ∩ box (so a perturbation larger than ε is
-shrunk to ε and then usually fails). Use a radius no perturbation can exceed (``l2:100`` on
-MNIST, ``linf:1``) to read the minimal distances from ``AttackResult.norm``.
+Minimum-norm contract: the attacks return, per example, the first point meeting the goal
+(refined) and whether one was found (:class:`~.base.MinimumNormResult`: ``distance`` is its norm,
+``inf`` where none was found). ``attacks.create("deepfool-l2", threat="l2:2")`` runs it within
+the budget ε instead (projected onto the ball, then evaluated).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import ClassVar
 
 import torch
 from torch import nn
 
-from ..threats import L2Ball, LinfBall, LpBall
-from ..threats.base import BOX, Threat, _flat
-from .base import Attack, Context, check_nonneg, check_nonneg_int, check_positive_int
+from ..threats import L2Ball, LinfBall, LpBall, Threat, lp_ball, movable_in_box
+from ..threats.base import BOX, flat
+from .base import Context, MinimumNormAttack, check_nonneg, check_nonneg_int, check_positive_int
+from .goals import GoalFn
 from .registry import register
 
-GoalFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
-
 _TINY = 1e-12  # keeps |f'| / ‖w'‖ finite when a gradient vanishes (the step is then 0)
-NORMS = ("l2", "linf")
 
 
 def goal_margin(logits: torch.Tensor) -> torch.Tensor:
@@ -106,37 +103,12 @@ class DeepFoolOutput:
     backward_passes: int
 
 
-def deepfool_step_l2(diff: torch.Tensor, grad: torch.Tensor) -> torch.Tensor:
-    """ℓ2 step onto the linearised boundary ``diff + ⟨grad, r⟩ = 0``: |diff| / ‖grad‖₂² · grad.
-
-    Shape: diff (N,), grad (N, D) -> (N, D).
-    """
-    sq = grad.pow(2).sum(1).clamp_min(_TINY)
-    return (diff.abs() / sq).unsqueeze(1) * grad
-
-
-def deepfool_step_linf(diff: torch.Tensor, grad: torch.Tensor) -> torch.Tensor:
-    """ℓ∞ step onto the linearised boundary: |diff| / ‖grad‖₁ · sign(grad).
-
-    Shape: diff (N,), grad (N, D) -> (N, D).
-    """
-    l1 = grad.abs().sum(1).clamp_min(_TINY)
-    return (diff.abs() / l1).unsqueeze(1) * grad.sign()
-
-
-def _movable(grad: torch.Tensor, x_adv: torch.Tensor) -> torch.Tensor:
-    """Zero the coordinates of ``grad`` the box blocks at ``x_adv`` (a step moves along +grad)."""
-    lo, hi = BOX
-    blocked = ((x_adv <= lo) & (grad < 0)) | ((x_adv >= hi) & (grad > 0))
-    return grad.masked_fill(blocked, 0.0)
-
-
 def deepfool(
     model: nn.Module,
     x: torch.Tensor,
     y: torch.Tensor,
     *,
-    norm: str = "l2",
+    norm: str | LpBall = "l2",
     steps: int = 50,
     overshoot: float = 0.02,
     candidates: int = 10,
@@ -154,7 +126,9 @@ def deepfool(
         model: returns logits (N, C); the caller sets its mode and parameter flags.
         x: starting points (N, ...) in [0, 1].
         y: (N,) classes to move away from (untargeted) — true labels or clean predictions.
-        norm: ``"l2"`` or ``"linf"``.
+        norm: the norm of the steps: an ℓp ball (its radius is not used) or its name
+            (``"l2"``, ``"linf"``, ``"l1"``); the step onto the linearised boundary is the ball's
+            :meth:`~multirobust.threats.LpBall.boundary_step`.
         steps: linearisation steps at most.
         overshoot: η ≥ 0.
         candidates: K ≥ 2, classes considered (y included), chosen by the logits at ``x``.
@@ -165,13 +139,12 @@ def deepfool(
         refine_steps: bisection steps towards x along the ray to each success (0 = none, the
             default here; the attacks default to 12).
         margin: tighten the goal by the margin m (for misclassification and targets; pass False
-            for another goal, such as ``reduce_confidence``, which is then used as given).
+            for another goal, such as ``ReduceConfidence``, which is then used as given).
 
     Returns:
         :class:`DeepFoolOutput`.
     """
-    if norm not in NORMS:
-        raise ValueError(f"Invalid norm: {norm!r} (must be one of {', '.join(NORMS)})")
+    geometry = norm if isinstance(norm, LpBall) else lp_ball(norm, 1.0)
     if goal_met is None:
         if targets is None:
             goal_met = lambda logits, rows: logits.argmax(1) != y[rows]  # noqa: E731
@@ -190,8 +163,6 @@ def deepfool(
             by_margin = _gap(logits, targets[rows]) > m
         return base_goal(logits, rows) & by_margin
 
-    step_fn = deepfool_step_l2 if norm == "l2" else deepfool_step_linf
-    dual = 2.0 if norm == "l2" else 1.0
     lo, hi = BOX
     n, dev = x.shape[0], x.device
     x = x.detach()
@@ -242,18 +213,19 @@ def deepfool(
                     diffs[:, j].sum(), xg, retain_graph=j + 1 < diffs.shape[1]
                 )
                 backward += 1
-                grads.append(_flat(gj if keep is None else gj[keep]))
+                grads.append(flat(gj if keep is None else gj[keep]))
         with torch.no_grad():
             d = diffs.detach()
-            g_all = _movable(torch.stack(grads, dim=1), _flat(xa).unsqueeze(1))  # (N, K, D)
-            dist = d.abs() / torch.linalg.vector_norm(g_all, ord=dual, dim=2).clamp_min(_TINY)
+            g_all = movable_in_box(torch.stack(grads, dim=1), flat(xa).unsqueeze(1))  # (N, K, D)
+            dual_norms = torch.linalg.vector_norm(g_all, ord=geometry.dual, dim=2)
+            dist = d.abs() / dual_norms.clamp_min(_TINY)
             best = dist.argmin(1)
             # Aim 2m past the linearised boundary, so that the goal test (margin m) passes.
             d_best = d.gather(1, best.unsqueeze(1)).squeeze(1).abs()
             if margin:
                 d_best = d_best + 2 * goal_margin(lg)
             g_best = g_all[torch.arange(best.numel(), device=dev), best]
-            r = step_fn(d_best, g_best).view_as(r_tot)
+            r = geometry.boundary_step(d_best, g_best).view_as(r_tot)
             # Accumulate inside the box, so that moving back from a face takes effect at once.
             r_tot = (x0 + r_tot + r).clamp(lo, hi) - x0
             xa = (x0 + scale * r_tot).clamp(lo, hi)
@@ -301,11 +273,8 @@ def _refine(
 
 
 @dataclass(frozen=True, kw_only=True)
-class _DeepFoolBase(Attack):
-    """Shared options; subclasses fix the norm."""
-
-    default_loss = "margin"
-    norm_name: ClassVar[str] = "l2"
+class _DeepFoolBase(MinimumNormAttack):
+    """Shared options; subclasses fix the norm through ``supported_threats``."""
 
     steps: int = 50
     overshoot: float = 0.02
@@ -320,22 +289,21 @@ class _DeepFoolBase(Attack):
         if not (isinstance(c, int) and not isinstance(c, bool) and c >= 2):
             raise ValueError(f"Invalid candidates: {c!r} (must be an integer >= 2)")
 
-    def _run(self, ctx: Context) -> tuple[torch.Tensor, Any]:
-        assert isinstance(ctx.threat, LpBall)
+    def _run(self, ctx: Context) -> tuple[torch.Tensor, torch.Tensor]:
         res = deepfool(
             ctx.model,
             ctx.x,
             ctx.y,
-            norm=self.norm_name,
+            norm=ctx.ball,
             steps=self.steps,
             overshoot=float(self.overshoot),
             candidates=self.candidates,
             targets=ctx.targets,
             goal_met=ctx.goal_met,
             refine_steps=self.refine_steps,
-            margin=self.goal == "misclassify",
+            margin=ctx.decision,
         )
-        return res.x_adv, None
+        return res.x_adv, res.found
 
 
 @register("deepfool-l2")
@@ -357,16 +325,7 @@ class DeepFoolL2(_DeepFoolBase):
             module) keeps it adversarial. Each step is one forward pass of the successes.
     """
 
-    name = "deepfool-l2"
-    norm_name = "l2"
-
-    @classmethod
-    def supports(cls, threat: Threat) -> bool:
-        return isinstance(threat, L2Ball)
-
-    @classmethod
-    def supported_description(cls) -> str:
-        return "supported: ℓ2 balls"
+    supported_threats: ClassVar[tuple[type[Threat], ...]] = (L2Ball,)
 
 
 @register("deepfool-linf")
@@ -387,13 +346,4 @@ class DeepFoolLinf(_DeepFoolBase):
             refined point (see :class:`DeepFoolL2`).
     """
 
-    name = "deepfool-linf"
-    norm_name = "linf"
-
-    @classmethod
-    def supports(cls, threat: Threat) -> bool:
-        return isinstance(threat, LinfBall)
-
-    @classmethod
-    def supported_description(cls) -> str:
-        return "supported: ℓ∞ balls"
+    supported_threats: ClassVar[tuple[type[Threat], ...]] = (LinfBall,)

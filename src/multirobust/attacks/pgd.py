@@ -7,21 +7,18 @@ direction for ℓ1) and Π the exact projection.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from torch import nn
 
 from .. import losses
-from ..threats import LpBall, parse
-from ..threats.base import Threat
+from ..threats import L1Ball, LpBall, Threat, ThreatParams, ball
 from .base import Attack, Context, check_nonneg, check_positive, check_positive_int
+from .goals import GoalFn
 from .gradients import input_gradient
 from .registry import register
-
-GoalFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 
 def pgd_restart(
@@ -98,9 +95,7 @@ def pgd_perturb(
 
     Shape: x (N, ...), y (N,) -> (N, ...).
     """
-    tm = parse(threat)
-    if not isinstance(tm, LpBall):
-        raise ValueError(f"PGD needs an ℓp ball, got {tm}")
+    tm = ball(threat, who="PGD")
     if tm.eps == 0:
         return x.detach().clone()
     loss_fn = losses.get(loss)
@@ -156,16 +151,16 @@ class PGD(Attack):
         step_size: α; default from the threat (2.5·ε/steps; ε/10 or more for ℓ1).
         restarts: independent runs; later runs only attack examples not yet broken.
         random_start: start uniformly inside the ball (PGD) or at x (BIM).
-        loss: name of a loss in ``multirobust.losses`` (ce, margin, dlr) or a callable.
+        loss: name of a loss in ``multirobust.losses`` (ce, margin, dlr) or a callable; None
+            is cross-entropy.
         early_stop: stop updating an example once it meets the goal.
     """
 
-    name = "pgd"
     steps: int = 40
     step_size: float | None = None
     restarts: int = 1
     random_start: bool = True
-    loss: Any = "ce"
+    loss: Any = None
     early_stop: bool = True
 
     def _validate(self) -> None:
@@ -173,15 +168,13 @@ class PGD(Attack):
         check_positive_int("restarts", self.restarts)
         if self.step_size is not None:
             check_positive("step_size", self.step_size)
-        losses.get(self.loss)
 
-    def _run(self, ctx: Context) -> tuple[torch.Tensor, Any]:
-        assert isinstance(ctx.threat, LpBall)
+    def _run(self, ctx: Context) -> tuple[torch.Tensor, ThreatParams | None]:
         x_adv = pgd_perturb(
             ctx.model,
             ctx.x,
             ctx.y,
-            ctx.threat,
+            ctx.ball,
             steps=self.steps,
             step_size=self.step_size,
             loss=ctx.loss,
@@ -199,7 +192,6 @@ class PGD(Attack):
 class BIM(PGD):
     """Basic iterative method (Kurakin et al. 2017): PGD from the clean input, no restarts."""
 
-    name = "bim"
     steps: int = 10
     random_start: bool = False
 
@@ -214,16 +206,8 @@ class SLIDE(PGD):
     followed by the exact projection onto the ℓ1 ball ∩ box.
     """
 
-    name = "slide"
+    supported_threats: ClassVar[tuple[type[Threat], ...]] = (L1Ball,)
     steps: int = 50
-
-    @classmethod
-    def supports(cls, threat: Threat) -> bool:
-        return isinstance(threat, LpBall) and threat.name == "l1"
-
-    @classmethod
-    def supported_description(cls) -> str:
-        return "supported: ℓ1 balls"
 
 
 @register("fgsm")
@@ -235,21 +219,25 @@ class FGSM(Attack):
     from a random point of the ball (R+FGSM, Tramèr et al. 2018; Wong et al. 2020).
     """
 
-    name = "fgsm"
     step_size: float | None = None
     random_start: bool = False
-    loss: Any = "ce"
+    loss: Any = None
 
     def _validate(self) -> None:
         if self.step_size is not None:
             check_nonneg("step_size", self.step_size)
-        losses.get(self.loss)
 
-    def _run(self, ctx: Context) -> tuple[torch.Tensor, Any]:
-        threat = ctx.threat
-        assert isinstance(threat, LpBall)
+    def _wants_clean_gradient(self) -> bool:
+        # From the clean input the one gradient is the contract's clean pass: no second forward.
+        return not self.random_start
+
+    def _run(self, ctx: Context) -> tuple[torch.Tensor, ThreatParams | None]:
+        threat = ctx.ball
         start = threat.random_init(ctx.x, ctx.generator) if self.random_start else ctx.x
-        grad, _, _ = input_gradient(ctx.model, start, ctx.y, ctx.loss, ctx.targets)
+        if ctx.clean_gradient is not None and not self.random_start:
+            grad = ctx.clean_gradient()
+        else:
+            grad, _, _ = input_gradient(ctx.model, start, ctx.y, ctx.loss, ctx.targets)
         alpha = threat.eps if self.step_size is None else self.step_size
         return threat.step(start, ctx.x, grad, alpha), None
 

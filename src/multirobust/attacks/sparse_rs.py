@@ -21,11 +21,11 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 
-from ..threats import LpBall, Threat
+from ..threats import L1Ball, Threat
 from .base import Context
 from .registry import register
 from .square import RandomSearch, p_schedule
@@ -71,31 +71,22 @@ class SparseRS(RandomSearch):
         steps: query budget: iterations (model evaluations) per example and restart.
         p_init: initial fraction of the list resampled per iteration (0.3, as Sparse-RS).
         restarts: independent runs for the examples not yet broken.
-        loss: loss to maximise; the margin loss by default (a callable or a registered name).
+        loss: loss to maximise; None is the margin loss (a callable or a registered name).
 
     Shape:
         any (N, ...) input; coordinates are the flattened features.
     """
 
-    name = "sparse-rs"
-    default_loss = "margin"
+    supported_threats: ClassVar[tuple[type[Threat], ...]] = (L1Ball,)
+    default_loss: ClassVar[str] = "margin"
     steps: int = 5000
     p_init: float = 0.3
     restarts: int = 1
-    loss: Any = "margin"
-
-    @classmethod
-    def supports(cls, threat: Threat) -> bool:
-        return isinstance(threat, LpBall) and threat.name == "l1"
-
-    @classmethod
-    def supported_description(cls) -> str:
-        return "supported: ℓ1 balls and unions of them"
+    loss: Any = None
 
     def _search(self, ctx: Context) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """One random-search run. Returns (best points, their loss, goal met)."""
-        threat = ctx.threat
-        assert isinstance(threat, LpBall)
+        threat = ctx.ball
         eps, g, dev = threat.eps, ctx.generator, ctx.x.device
         shape = ctx.x.shape
         flat = ctx.x.reshape(shape[0], -1)

@@ -3,21 +3,27 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar, cast
 
 import torch
 
-from ..threats import Spatial, Threat
+from ..threats import Spatial, SpatialParams, Threat, ThreatParams
 from .base import Attack, Context, check_positive_int
 from .registry import register
 
 
-def _worst_over(ctx: Context, candidates: torch.Tensor, chunk: int) -> tuple[torch.Tensor, Any]:
+def _spatial(ctx: Context) -> Spatial:
+    # supported_threats = (Spatial,): the contract has checked the threat's kind already.
+    return cast(Spatial, ctx.threat)
+
+
+def _worst_over(
+    ctx: Context, candidates: torch.Tensor, chunk: int
+) -> tuple[torch.Tensor, ThreatParams | None]:
     """Evaluate every parameter row of ``candidates`` (N, K, 3); keep per example the first that
     meets the goal, else the one with the highest loss. Examples stop being evaluated once
     broken (checked every ``chunk`` candidates)."""
-    threat = ctx.threat
-    assert isinstance(threat, Spatial)
+    threat = _spatial(ctx)
     n, k, _ = candidates.shape
     best_params = torch.zeros(n, 3, device=ctx.x.device, dtype=ctx.x.dtype)
     best_loss = torch.full((n,), float("-inf"), device=ctx.x.device, dtype=ctx.x.dtype)
@@ -40,7 +46,7 @@ def _worst_over(ctx: Context, candidates: torch.Tensor, chunk: int) -> tuple[tor
                 live = live[~found[live]]
                 if live.numel() == 0:
                     break
-    return threat.apply(ctx.x, best_params), best_params
+    return threat.apply(ctx.x, best_params), SpatialParams(best_params)
 
 
 @register("spatial-grid")
@@ -53,26 +59,17 @@ class SpatialGrid(Attack):
         translations: evenly spaced shifts per axis in [−max_translation, max_translation] (5).
     """
 
-    name = "spatial-grid"
+    supported_threats: ClassVar[tuple[type[Threat], ...]] = (Spatial,)
     rotations: int = 31
     translations: int = 5
-    loss: Any = "ce"
+    loss: Any = None
 
     def _validate(self) -> None:
         check_positive_int("rotations", self.rotations)
         check_positive_int("translations", self.translations)
 
-    @classmethod
-    def supports(cls, threat: Threat) -> bool:
-        return isinstance(threat, Spatial)
-
-    @classmethod
-    def supported_description(cls) -> str:
-        return "supported: spatial threats"
-
-    def _run(self, ctx: Context) -> tuple[torch.Tensor, Any]:
-        assert isinstance(ctx.threat, Spatial)
-        grid = ctx.threat.grid(self.rotations, self.translations, device=ctx.x.device)
+    def _run(self, ctx: Context) -> tuple[torch.Tensor, ThreatParams | None]:
+        grid = _spatial(ctx).grid(self.rotations, self.translations, device=ctx.x.device)
         grid = grid.to(ctx.x.dtype)
         candidates = grid.unsqueeze(0).expand(ctx.x.shape[0], -1, -1)
         return _worst_over(ctx, candidates, chunk=25)
@@ -83,15 +80,13 @@ class SpatialGrid(Attack):
 class SpatialRandom(SpatialGrid):
     """Worst of ``trials`` random rotations and translations per example (Engstrom et al. 2019)."""
 
-    name = "spatial-random"
     trials: int = 10
 
     def _validate(self) -> None:
         check_positive_int("trials", self.trials)
 
-    def _run(self, ctx: Context) -> tuple[torch.Tensor, Any]:
-        assert isinstance(ctx.threat, Spatial)
+    def _run(self, ctx: Context) -> tuple[torch.Tensor, ThreatParams | None]:
         n = ctx.x.shape[0]
-        params = ctx.threat.random_params(n * self.trials, ctx.generator, device=ctx.x.device)
+        params = _spatial(ctx).random_params(n * self.trials, ctx.generator, device=ctx.x.device)
         candidates = params.reshape(n, self.trials, 3).to(ctx.x.dtype)
         return _worst_over(ctx, candidates, chunk=5)

@@ -17,11 +17,11 @@ import functools
 import math
 from abc import abstractmethod
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 
-from ..threats import LpBall, Threat
+from ..threats import L2Ball, LinfBall, Threat, ThreatParams
 from .base import Attack, Context, check_positive_int
 from .registry import register
 
@@ -114,7 +114,7 @@ class RandomSearch(Attack):
         if not isinstance(self.p_init, int | float) or not 0 < self.p_init <= 1:
             raise ValueError(f"Invalid p_init: {self.p_init!r} (must be in (0, 1])")
 
-    def _run(self, ctx: Context) -> tuple[torch.Tensor, Any]:
+    def _run(self, ctx: Context) -> tuple[torch.Tensor, ThreatParams | None]:
         x_adv = ctx.x.clone()
         best = torch.full((ctx.x.shape[0],), float("-inf"), device=ctx.x.device, dtype=ctx.x.dtype)
         found = torch.zeros(ctx.x.shape[0], dtype=torch.bool, device=ctx.x.device)
@@ -150,28 +150,20 @@ class Square(RandomSearch):
             AutoAttack).
         p_init: initial fraction of pixels changed per iteration (0.8 in AutoAttack).
         restarts: independent runs for the examples not yet broken.
-        loss: loss to maximise; the margin loss by default (a callable or a registered name).
+        loss: loss to maximise; None is the margin loss (a callable or a registered name).
 
     Shape:
         images (N, C, H, W) only.
     """
 
-    name = "square"
-    default_loss = "margin"
+    supported_threats: ClassVar[tuple[type[Threat], ...]] = (LinfBall, L2Ball)
+    default_loss: ClassVar[str] = "margin"
     steps: int = 5000
     p_init: float = 0.8
     restarts: int = 1
-    loss: Any = "margin"
+    loss: Any = None
 
-    @classmethod
-    def supports(cls, threat: Threat) -> bool:
-        return isinstance(threat, LpBall) and threat.name in ("linf", "l2")
-
-    @classmethod
-    def supported_description(cls) -> str:
-        return "supported: ℓ∞ and ℓ2 balls and unions of them"
-
-    def _run(self, ctx: Context) -> tuple[torch.Tensor, Any]:
+    def _run(self, ctx: Context) -> tuple[torch.Tensor, ThreatParams | None]:
         if ctx.x.dim() != 4:
             raise ValueError(
                 f"The square attack needs images of shape (N, C, H, W), got {tuple(ctx.x.shape)}"
@@ -180,11 +172,12 @@ class Square(RandomSearch):
 
     def _search(self, ctx: Context) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """One random-search run. Returns (best points, their loss, goal met)."""
-        threat = ctx.threat
-        assert isinstance(threat, LpBall)
+        threat = ctx.ball
         x, g = ctx.x, ctx.generator
         n, c, h, w = x.shape
-        linf = threat.name == "linf"
+        # The paper has one proposal distribution per norm: ±ε squares for ℓ∞ (p = ∞) and
+        # mass-preserving bumps for ℓ2; supported_threats admits only these two balls.
+        linf = math.isinf(threat.p)
         eps = threat.eps
         if linf:
             delta = eps * _signs((n, c, 1, w), x, g).expand(n, c, h, w)

@@ -17,10 +17,11 @@ is in ``final_perturbation``). On MNIST under ℓ∞ 0.3 the rate swings between
 about 70% within a single pass (each DeepFool step is large next to ξ), so the v left at the end
 of a pass is a lottery ticket (docs/minimum-norm.md).
 
-P_ξ is the projection onto the threat's ball: v ← clip(v, −ξ, ξ) for ℓ∞, v ← v · min(1, ξ/‖v‖₂)
-for ℓ2. As in the authors' code, the DeepFool steps are ℓ2 steps whatever the ball (option
-``deepfool_norm``); only the projection follows the threat. Perturbed images are clipped to the
-box [0, 1]. The fooling rate is the fraction of images whose prediction changes,
+P_ξ is the projection onto the threat's ball alone (:meth:`~multirobust.threats.LpBall.
+project_ball`): v ← clip(v, −ξ, ξ) for ℓ∞, v ← v · min(1, ξ/‖v‖₂) for ℓ2, the soft threshold of
+Duchi et al. (2008) for ℓ1. As in the authors' code, the DeepFool steps are ℓ2 steps whatever
+the ball (option ``deepfool_norm``); only the projection follows the threat. Perturbed images
+are clipped to the box [0, 1]. The fooling rate is the fraction of images whose prediction changes,
 k̂(clip(x + v)) ≠ k̂(x) — measured against the model's own clean predictions, not the labels
 (Moosavi-Dezfooli et al. 2017, §3).
 
@@ -43,8 +44,8 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from ..data import ImageDataset
-from ..threats import L2Ball, LinfBall, LpBall, Threat, parse
+from ..models.state import attack_mode
+from ..threats import LpBall, Threat, ball, lp_ball
 from ..threats.base import BOX
 from .base import check_logits, check_nonneg, check_positive_int
 from .deepfool import deepfool
@@ -83,12 +84,13 @@ class UniversalResult:
         return max(self.fooling_rate, default=0.0)
 
 
-def _images(data_or_x: ImageDataset | torch.Tensor, what: str) -> torch.Tensor:
-    """The (N, C, H, W) images of a dataset or tensor, checked."""
-    x = data_or_x.images if isinstance(data_or_x, ImageDataset) else data_or_x
+def _images(data_or_x: Any, what: str) -> torch.Tensor:
+    """The (N, C, H, W) images of a tensor (or of a dataset's ``images`` tensor), checked."""
+    x = getattr(data_or_x, "images", data_or_x)
     if not isinstance(x, torch.Tensor):
         raise TypeError(
-            f"{what} must be an ImageDataset or a tensor of images, got {type(x).__name__}"
+            f"{what} must be a tensor of images (or a dataset with an images tensor, such as an "
+            f"ImageDataset), got {type(data_or_x).__name__}"
         )
     if not x.is_floating_point():
         raise ValueError(f"{what} must be floating-point images in [0, 1], got dtype {x.dtype}")
@@ -102,26 +104,12 @@ def _images(data_or_x: ImageDataset | torch.Tensor, what: str) -> torch.Tensor:
     return x.detach()
 
 
-def _ball(threat: Threat | str) -> LpBall:
-    tm = parse(threat)
-    if not isinstance(tm, LinfBall | L2Ball):
-        raise ValueError(
-            f"Universal perturbations need an ℓ∞ or ℓ2 ball (e.g. 'linf:0.3', 'l2:4'), got {tm}"
-        )
-    return tm
-
-
 def project_universal(v: torch.Tensor, threat: LpBall) -> torch.Tensor:
     """P_ξ: the Euclidean projection of a perturbation v (any shape) onto the threat's ball.
 
     The box is not part of it: v is shared by all images, and each perturbed image is clipped.
     """
-    if isinstance(threat, LinfBall):
-        return v.clamp(-threat.eps, threat.eps)
-    norm = torch.linalg.vector_norm(v)
-    if float(norm) <= threat.eps:
-        return v
-    return v * (threat.eps / norm)
+    return threat.project_ball(v.unsqueeze(0))[0]
 
 
 def _predict(model: nn.Module, x: torch.Tensor, batch_size: int) -> torch.Tensor:
@@ -129,27 +117,6 @@ def _predict(model: nn.Module, x: torch.Tensor, batch_size: int) -> torch.Tensor
         return torch.cat(
             [model(x[i : i + batch_size]).argmax(1) for i in range(0, x.shape[0], batch_size)]
         )
-
-
-class _EvalMode:
-    """Eval mode and no parameter gradients inside; the exact previous state restored after."""
-
-    def __init__(self, model: nn.Module) -> None:
-        self.model = model
-
-    def __enter__(self) -> nn.Module:
-        self.modes = [m.training for m in self.model.modules()]
-        self.flags = [p.requires_grad for p in self.model.parameters()]
-        self.model.eval()
-        for p in self.model.parameters():
-            p.requires_grad_(False)
-        return self.model
-
-    def __exit__(self, *exc: object) -> None:
-        for m, mode in zip(self.model.modules(), self.modes, strict=True):
-            m.training = mode
-        for p, flag in zip(self.model.parameters(), self.flags, strict=True):
-            p.requires_grad_(flag)
 
 
 def _check_perturbation(v: Any, x: torch.Tensor) -> torch.Tensor:
@@ -166,7 +133,7 @@ def _check_perturbation(v: Any, x: torch.Tensor) -> torch.Tensor:
 
 def fooling_rate(
     model: nn.Module,
-    data_or_x: ImageDataset | torch.Tensor,
+    data_or_x: torch.Tensor | Any,
     perturbation: torch.Tensor,
     *,
     batch_size: int = 500,
@@ -182,7 +149,7 @@ def fooling_rate(
     v = _check_perturbation(perturbation, x)
     check_positive_int("batch_size", batch_size)
     lo, hi = BOX
-    with _EvalMode(model) as m:
+    with attack_mode(model) as m:
         clean = _predict(m, x, batch_size)
         pert = _predict(m, (x + v).clamp(lo, hi), batch_size)
     return float((clean != pert).sum()) / x.shape[0]
@@ -190,7 +157,7 @@ def fooling_rate(
 
 def universal_perturbation(
     model: nn.Module,
-    data_or_x: ImageDataset | torch.Tensor,
+    data_or_x: torch.Tensor | Any,
     threat: Threat | str = "linf:0.3",
     *,
     max_passes: int = 5,
@@ -208,17 +175,17 @@ def universal_perturbation(
 
     Args:
         model: an image classifier returning logits; run in eval mode, state restored.
-        data_or_x: an :class:`~multirobust.data.ImageDataset` or images (N, C, H, W) in [0, 1].
-        threat: an ℓ∞ or ℓ2 ball (object or text): the bound ξ on v.
+        data_or_x: images (N, C, H, W) in [0, 1] (or a dataset with an ``images`` tensor).
+        threat: an ℓp ball (object or text): the bound ξ on v.
         max_passes: passes over the data at most.
         target_fooling_rate: stop once the fooling rate on the data reaches this (1 − δ in the
             paper, which uses 0.8).
         overshoot: DeepFool's η.
         deepfool_steps: DeepFool's iterations per image at most (10 in the paper's code).
         candidates: DeepFool's K.
-        deepfool_norm: norm of the DeepFool steps: ``"l2"`` (the authors' code, for both balls)
-            or ``"linf"`` (sign steps; slightly lower fooling rates on MNIST under ℓ∞ 0.3, see
-            docs/minimum-norm.md).
+        deepfool_norm: norm of the DeepFool steps, one of ``threats.NORMS``: ``"l2"`` (the
+            authors' code, for every ball) or ``"linf"`` (sign steps; slightly lower fooling
+            rates on MNIST under ℓ∞ 0.3, see docs/minimum-norm.md).
         batch_size: images checked and given DeepFool steps together (1: the paper exactly).
         check_every: measure the fooling rate on the whole data after about this many images
             (rounded up to whole batches) and at the end of every pass; the best v so far is
@@ -230,7 +197,7 @@ def universal_perturbation(
         :class:`UniversalResult`; ``perturbation`` has the shape of one image.
     """
     x = _images(data_or_x, "data_or_x")
-    ball = _ball(threat)
+    xi = ball(threat, who="A universal perturbation")
     check_positive_int("max_passes", max_passes)
     check_positive_int("deepfool_steps", deepfool_steps)
     check_positive_int("batch_size", batch_size)
@@ -245,10 +212,9 @@ def universal_perturbation(
         raise ValueError(
             f"Invalid target_fooling_rate: {target_fooling_rate!r} (must be in (0, 1])"
         )
-    if deepfool_norm not in ("l2", "linf"):
-        raise ValueError(f"Invalid deepfool_norm: {deepfool_norm!r} (must be 'l2' or 'linf')")
+    step_ball = lp_ball(deepfool_norm, 1.0, what="deepfool_norm")
     settings = {
-        "threat": str(ball),
+        "threat": str(xi),
         "n": int(x.shape[0]),
         "max_passes": max_passes,
         "target_fooling_rate": float(target_fooling_rate),
@@ -267,14 +233,14 @@ def universal_perturbation(
     history: list[float] = []
     checked_at: list[int] = []
     calls = seen = since = passes = 0
-    if ball.is_trivial:
-        return UniversalResult(v, history, checked_at, 0, str(ball), 0, v.clone(), settings)
+    if xi.is_trivial:
+        return UniversalResult(v, history, checked_at, 0, str(xi), 0, v.clone(), settings)
     generator = torch.Generator().manual_seed(seed)
-    with _EvalMode(model) as m:
+    with attack_mode(model) as m:
         with torch.no_grad():
             check_logits(m(x[:batch_size]), min(batch_size, n))
         clean = _predict(m, x, 500)
-        bar = tqdm(total=max_passes * n, desc=f"universal {ball}", disable=not progress)
+        bar = tqdm(total=max_passes * n, desc=f"universal {xi}", disable=not progress)
         done = False
         for _ in range(max_passes):
             passes += 1
@@ -290,7 +256,7 @@ def universal_perturbation(
                         m,
                         xp[rows],
                         clean[idx][rows],
-                        norm=deepfool_norm,
+                        norm=step_ball,
                         steps=deepfool_steps,
                         overshoot=overshoot,
                         candidates=candidates,
@@ -298,7 +264,7 @@ def universal_perturbation(
                     calls += rows.numel()
                     steps_taken = out.x_adv - xp[rows]
                     for j in out.found.nonzero().flatten().tolist():
-                        v = project_universal(v + steps_taken[j], ball)
+                        v = project_universal(v + steps_taken[j], xi)
                 seen += idx.numel()
                 since += idx.numel()
                 bar.update(idx.numel())
@@ -317,4 +283,4 @@ def universal_perturbation(
             if done:
                 break
         bar.close()
-    return UniversalResult(best, history, checked_at, passes, str(ball), calls, v, settings)
+    return UniversalResult(best, history, checked_at, passes, str(xi), calls, v, settings)

@@ -8,6 +8,7 @@ row-major. Image files are ``0x00000803`` (N x rows x cols), label files ``0x000
 from __future__ import annotations
 
 import gzip
+import math
 import os
 import zlib
 from pathlib import Path
@@ -82,7 +83,9 @@ def parse_idx(data: bytes, source: str, magic: int) -> np.ndarray:
             f"{source}: file is {len(data)} bytes, too short for its {header}-byte IDX header"
         )
     dims = tuple(int(d) for d in np.frombuffer(data, dtype=">u4", count=ndim, offset=4))
-    expected = int(np.prod(dims, dtype=np.int64))
+    # Python integers: three uint32 dimensions can multiply past int64, and a product that
+    # wrapped around could match the payload's length and pass this check.
+    expected = math.prod(dims)
     payload = len(data) - header
     if payload != expected:
         shape = " x ".join(str(d) for d in dims)

@@ -17,6 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..threats import LpBall
 from .report import Check
 
 #: Gradient norms below this (per example, ℓ2 over the input) count as vanishing.
@@ -199,14 +200,11 @@ def black_box_check(
     )
 
 
-def large_eps_threat(kind: str, dim: int) -> str:
-    """A radius at which any classifier on [0, 1]^dim should be breakable: the whole box for ℓ∞
-    (ε = 0.5 reaches the grey image) and comparable sizes for ℓ2 and ℓ1."""
-    if kind == "linf":
-        return "linf:0.5"
-    if kind == "l2":
-        return f"l2:{round(0.5 * math.sqrt(dim), 3)}"
-    return f"l1:{round(0.1 * dim, 3)}"
+def large_eps_threat(ball: LpBall, dim: int) -> LpBall:
+    """A ball of the same norm in which any classifier on [0, 1]^dim should be breakable: half
+    the box's diameter, which reaches the grey image (every pixel 0.5) from any input, in every
+    norm (ℓ∞ 0.5, ℓ2 ½√dim, ℓ1 ½·dim)."""
+    return ball.with_eps(round(0.5 * ball.box_diameter(dim), 3))
 
 
 def large_eps_check(

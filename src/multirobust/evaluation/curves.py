@@ -14,12 +14,13 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from ..threats import parse
+from ..models.state import attack_mode
+from ..threats import lp_ball
 from . import distributed as _dist
 from . import presets
 from .checks import LogProbabilities, looks_like_probabilities
+from .inputs import DataArg, as_tensors, on_model, stable_seed
 from .report import Curve
-from .runner import DataArg, _as_tensors, _seed
 
 
 def curve(
@@ -40,7 +41,7 @@ def curve(
     Args:
         model: classifier returning logits (probabilities are attacked through ``log p``).
         data: images in [0, 1] with ``y``, an ImageDataset or a DataLoader.
-        threat_type: ``"linf"``, ``"l2"`` or ``"l1"``.
+        threat_type: an ℓp norm, one of :data:`multirobust.threats.NORMS`.
         eps_list: radii (any order, ≥ 0); the curve is returned in increasing ε.
         preset: attack ensemble used at every ε ("quick" by default).
         distributed: share each attack's chunks of examples among the ranks of the
@@ -50,8 +51,7 @@ def curve(
     Returns:
         A :class:`Curve` with accuracy[k] the fraction robust at eps[k] (ε = 0: clean accuracy).
     """
-    if threat_type not in ("linf", "l2", "l1"):
-        raise ValueError(f"Invalid threat_type: {threat_type!r} (must be linf, l2 or l1)")
+    lp_ball(threat_type, 0.0, what="threat_type")  # checked before any work
     if not eps_list:
         raise ValueError("eps_list is empty (give at least one ε)")
     eps_sorted = sorted(float(e) for e in eps_list)
@@ -59,13 +59,10 @@ def curve(
         raise ValueError(f"Invalid eps: {eps_sorted[0]!r} (must be >= 0)")
     chosen = presets.get(preset)
     shard = _dist.require(distributed)
-    x, labels = _as_tensors(data, y)
-    device = next((p.device for p in model.parameters()), x.device)
-    x, labels = x.to(device), labels.to(device=device, dtype=torch.long)
+    x, labels = as_tensors(data, y)
+    x, labels = on_model(model, x, labels)
     start = time.perf_counter()
-    was_training = [m.training for m in model.modules()]
-    model.eval()
-    try:
+    with attack_mode(model):
         with torch.no_grad():
             first = model(x[:64])
         attacked = LogProbabilities(model) if looks_like_probabilities(first) else model
@@ -85,7 +82,7 @@ def curve(
         )
         for eps in bar:
             if eps > 0:
-                threat = parse(f"{threat_type}:{eps!r}")
+                threat = lp_ball(threat_type, eps)
                 for spec in chosen.attacks_for(threat, int(first.shape[1])):
                     rows = robust.nonzero().flatten()
                     if rows.numel() == 0:
@@ -97,16 +94,13 @@ def curve(
                         i = offsets[k]
                         sub = rows[i : i + batch_size]
                         gen = torch.Generator(device=x.device).manual_seed(
-                            _seed(seed, "curve", threat, spec.label, i)
+                            stable_seed(seed, "curve", threat, spec.label, i)
                         )
                         res = attack(attacked, x[sub], labels[sub], generator=gen)
                         broken += sub[res.success].tolist()
                     for part in _dist.all_gather(broken, shard):
                         robust[torch.tensor(part, dtype=torch.long, device=robust.device)] = False
             accuracy.append(float(robust.float().mean()))
-    finally:
-        for m, mode in zip(model.modules(), was_training, strict=True):
-            m.training = mode
     return Curve(
         threat_type=threat_type,
         eps=eps_sorted,

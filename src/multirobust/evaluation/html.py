@@ -1,59 +1,32 @@
-"""Render an :class:`EvaluationReport` as one self-contained HTML page.
+"""Render an :class:`~.report.EvaluationReport` as one self-contained HTML page.
 
 No network is needed to view it: the CSS is inline and the plots are PNG images embedded as
-base64 data URIs, drawn with matplotlib's non-interactive Agg backend.
+base64 data URIs (the shared pieces of :mod:`multirobust.pages`). This module reads a report but
+never imports the report module at run time (the report imports it for ``to_html``).
 """
 
 from __future__ import annotations
 
 import base64
-import html
-import io
 import json
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from ..pages import esc, figure_png, img, page, pct, pyplot, table
+
 if TYPE_CHECKING:
-    from .report import EvaluationReport
-
-_CSS = """
-body{font-family:system-ui,-apple-system,Segoe UI,Helvetica,Arial,sans-serif;margin:2em auto;
-max-width:1100px;color:#222;line-height:1.4;padding:0 1em}
-h1{font-size:1.6em}h2{font-size:1.25em;border-bottom:1px solid #ddd;padding-bottom:.2em;
-margin-top:1.6em}table{border-collapse:collapse;margin:.5em 0}
-th,td{border:1px solid #ccc;padding:.3em .7em;text-align:left}th{background:#f3f3f3}
-td.num{text-align:right;font-variant-numeric:tabular-nums}
-.check{border-left:4px solid #d9822b;background:#fff7ec;padding:.5em 1em;margin:.6em 0}
-.ok{border-left:4px solid #3c9d3c;background:#f0faf0;padding:.5em 1em}
-pre{background:#f6f6f6;padding:.8em;overflow-x:auto;font-size:.85em}
-img{max-width:100%}.muted{color:#666}
-"""
+    from .report import AdversarialExample, EvaluationReport
 
 
-def _png(fig: object) -> str:
-    """A matplotlib figure as an ``<img>`` tag with a base64 PNG data URI."""
-    import matplotlib.pyplot as plt
-
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")  # type: ignore[attr-defined]
-    plt.close(fig)  # type: ignore[arg-type]
-    data = base64.b64encode(buf.getvalue()).decode()
-    return f'<img alt="plot" src="data:image/png;base64,{data}">'
-
-
-def _pct(v: float) -> str:
-    return f"{100 * v:.2f}%"
+def _figure(fig: Any) -> str:
+    return img(figure_png(fig), "plot")
 
 
 def _curves(report: EvaluationReport) -> str:
     if not report.curves:
         return '<p class="muted">No accuracy-vs-ε curves were computed for this report.</p>'
-    import matplotlib
-
-    matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     fig, axes = plt.subplots(1, len(report.curves), figsize=(4.2 * len(report.curves), 3.2))
     axes = np.atleast_1d(axes)
     for ax, c in zip(axes, report.curves, strict=True):
@@ -63,13 +36,14 @@ def _curves(report: EvaluationReport) -> str:
         ax.set_ylim(-2, 102)
         ax.set_title(f"{c.threat_type} ({c.preset} preset{f', {c.n} examples' if c.n else ''})")
         ax.grid(alpha=0.3)
-    rows = "".join(
-        f"<tr><td>{html.escape(c.threat_type)}</td><td>"
-        + ", ".join(f"ε={e:g}: {_pct(a)}" for e, a in zip(c.eps, c.accuracy, strict=True))
-        + "</td></tr>"
+    rows = [
+        (
+            c.threat_type,
+            ", ".join(f"ε={e:g}: {pct(a)}" for e, a in zip(c.eps, c.accuracy, strict=True)),
+        )
         for c in report.curves
-    )
-    return _png(fig) + f"<table><tr><th>threat</th><th>accuracy by ε</th></tr>{rows}</table>"
+    ]
+    return _figure(fig) + table(["threat", "accuracy by ε"], rows)
 
 
 def _minimal_distortion(report: EvaluationReport) -> str:
@@ -77,11 +51,7 @@ def _minimal_distortion(report: EvaluationReport) -> str:
     found = report.minimal_distortion
     if not found:
         return ""
-    import matplotlib
-
-    matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     fig, axes = plt.subplots(1, len(found), figsize=(4.2 * len(found), 3.2))
     axes = np.atleast_1d(axes)
     rows = []
@@ -97,12 +67,12 @@ def _minimal_distortion(report: EvaluationReport) -> str:
         ax.set_title(f"{norm} ({100 * md['never_broken']:.0f}% never broken)")
         ax.grid(alpha=0.3)
         rows.append(
-            f"<tr><td>{html.escape(norm)}</td>"
-            f'<td class="num" id="min-distortion-{html.escape(norm)}">{md["median"]:.4g}</td>'
-            f'<td class="num">{_pct(md["misclassified"])}</td>'
-            f'<td class="num">{_pct(md["never_broken"])}</td>'
+            f"<tr><td>{esc(norm)}</td>"
+            f'<td class="num" id="min-distortion-{esc(norm)}">{md["median"]:.4g}</td>'
+            f'<td class="num">{pct(md["misclassified"])}</td>'
+            f'<td class="num">{pct(md["never_broken"])}</td>'
             f'<td class="num">{md["max_eps"]:.4g}</td>'
-            f"<td>{html.escape(', '.join(md['attacks']))}</td></tr>"
+            f"<td>{esc(', '.join(md['attacks']))}</td></tr>"
         )
     return (
         "<h2>Minimal adversarial distortion</h2>"
@@ -115,7 +85,7 @@ def _minimal_distortion(report: EvaluationReport) -> str:
         "<th>never broken</th><th>largest ε searched</th><th>attacks</th></tr>"
         + "".join(rows)
         + "</table>"
-        + _png(fig)
+        + _figure(fig)
     )
 
 
@@ -127,15 +97,12 @@ def _image(u8: str, shape: list[int]) -> np.ndarray:
 def _grid(report: EvaluationReport, names: list[str]) -> str:
     if not report.examples:
         return '<p class="muted">No example was broken, so there are no pictures.</p>'
-    import matplotlib
-
-    matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     def label(k: int) -> str:
         return names[k] if 0 <= k < len(names) else str(k)
 
-    by_threat: dict[str, list] = {}
+    by_threat: dict[str, list[AdversarialExample]] = {}
     for e in report.examples:
         by_threat.setdefault(e.threat, []).append(e)
     cols = max(len(v) for v in by_threat.values())
@@ -149,59 +116,53 @@ def _grid(report: EvaluationReport, names: list[str]) -> str:
                 ((e.clean_u8, e.clean_pred, e.clean_conf), (e.adv_u8, e.adv_pred, e.adv_conf))
             ):
                 ax = axes[2 * r + k, c]
-                img = _image(u8, e.shape)
-                ax.imshow(img, cmap="gray" if img.ndim == 2 else None, vmin=0, vmax=255)
+                picture = _image(u8, e.shape)
+                ax.imshow(picture, cmap="gray" if picture.ndim == 2 else None, vmin=0, vmax=255)
                 ax.set_title(
                     f"{100 * conf:.0f}% {label(pred)}",
                     fontsize=8,
                     color="black" if k == 0 else "#b00",
                 )
-        axes[2 * r, 0].text(
-            -0.15,
-            0.5,
-            f"{threat}\nclean",
-            transform=axes[2 * r, 0].transAxes,
-            ha="right",
-            va="center",
-            fontsize=8,
-        )
-        axes[2 * r + 1, 0].text(
-            -0.15,
-            0.5,
-            "adversarial",
-            transform=axes[2 * r + 1, 0].transAxes,
-            ha="right",
-            va="center",
-            fontsize=8,
-        )
+        for k, text in enumerate((f"{threat}\nclean", "adversarial")):
+            axes[2 * r + k, 0].text(
+                -0.15,
+                0.5,
+                text,
+                transform=axes[2 * r + k, 0].transAxes,
+                ha="right",
+                va="center",
+                fontsize=8,
+            )
     return (
         "<p>Each pair: the clean image with the model's prediction and confidence, and below it "
-        "the adversarial image with the new prediction and confidence.</p>" + _png(fig)
+        "the adversarial image with the new prediction and confidence.</p>" + _figure(fig)
     )
+
+
+def _largest(sizes: dict[str, float]) -> str:
+    return ", ".join(f"{k} {v:.4g}" for k, v in sizes.items())
 
 
 def render(report: EvaluationReport) -> str:
     """The report as an HTML document (a string)."""
     names = [str(v) for v in report.settings.get("class_names", [])]
-    esc = html.escape
     summary = [
         "<tr><th>threat model</th><th>robust accuracy</th><th>attacks (examples broken)</th>"
-        "<th>max norm</th><th>queries / example</th><th>seconds</th></tr>",
-        f'<tr><td>clean</td><td class="num">{_pct(report.clean_accuracy)}</td>'
+        "<th>largest perturbation</th><th>queries / example</th><th>seconds</th></tr>",
+        f'<tr><td>clean</td><td class="num">{pct(report.clean_accuracy)}</td>'
         "<td></td><td></td><td></td><td></td></tr>",
     ]
     for key, t in report.threats.items():
         counts = ", ".join(f"{esc(a)} ({c})" for a, c in t.broken_counts().items())
-        mx = "" if t.max_norm is None else f"{t.max_norm:.4g}"
         summary.append(
-            f'<tr><td>{esc(key)}</td><td class="num">{_pct(report.robust_accuracy[key])}</td>'
-            f'<td>{counts}</td><td class="num">{mx}</td>'
+            f'<tr><td>{esc(key)}</td><td class="num">{pct(report.robust_accuracy[key])}</td>'
+            f'<td>{counts}</td><td class="num">{esc(_largest(t.largest))}</td>'
             f'<td class="num">{t.queries / max(report.n, 1):.1f}</td>'
             f'<td class="num">{t.seconds:.1f}</td></tr>'
         )
     summary.append(
         f'<tr><th>union (worst case per example)</th><th class="num">'
-        f"{_pct(report.union_accuracy)}</th><th></th><th></th><th></th><th></th></tr>"
+        f"{pct(report.union_accuracy)}</th><th></th><th></th><th></th><th></th></tr>"
     )
     if report.checks:
         checks = "".join(
@@ -212,18 +173,12 @@ def render(report: EvaluationReport) -> str:
         )
     else:
         checks = '<div class="ok">No check fired.</div>'
-    timings = "".join(
-        f'<tr><td>{esc(k)}</td><td class="num">{v:.1f} s</td></tr>'
-        for k, v in report.timings.items()
+    timings = table(
+        ["phase", "time"], [(k, f"{v:.1f} s") for k, v in report.timings.items()], numeric=[1]
     )
-    return f"""<!DOCTYPE html>
-<html lang="en"><head><meta charset="utf-8">
-<meta name="viewport" content="width=device-width, initial-scale=1">
-<title>multirobust evaluation report</title><style>{_CSS}</style></head>
-<body>
-<h1>multirobust evaluation report</h1>
-<p>{report.n} examples; clean accuracy <b id="clean-accuracy">{_pct(report.clean_accuracy)}</b>;
-union robust accuracy <b id="union-accuracy">{_pct(report.union_accuracy)}</b>;
+    body = f"""<h1>multirobust evaluation report</h1>
+<p>{report.n} examples; clean accuracy <b id="clean-accuracy">{pct(report.clean_accuracy)}</b>;
+union robust accuracy <b id="union-accuracy">{pct(report.union_accuracy)}</b>;
 {len(report.checks)} check(s) fired.</p>
 <h2>Summary</h2><table id="summary">{"".join(summary)}</table>
 <p class="muted">Robust accuracy counts examples classified correctly under every attack of the
@@ -232,7 +187,7 @@ ensemble; the union counts those robust under every threat model at once.</p>
 <h2>Robust accuracy against ε</h2>{_curves(report)}
 {_minimal_distortion(report)}
 <h2>Adversarial examples</h2>{_grid(report, names)}
-<h2>Timings</h2><table>{timings}</table>
+<h2>Timings</h2>{timings}
 <h2>Settings</h2><pre id="settings">{esc(json.dumps(report.settings, indent=1))}</pre>
-</body></html>
 """
+    return page("multirobust evaluation report", body) + "\n"

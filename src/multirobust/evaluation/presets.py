@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .. import attacks
-from ..threats import Affine, LpBall, Spatial, Threat
+from ..threats import Threat
 
 
 @dataclass(frozen=True)
@@ -66,79 +66,43 @@ class Preset:
         """A copy with some budgets changed, e.g. ``get("standard").with_options(steps=20)``."""
         return dataclasses.replace(self, **changes)
 
+    def candidates(self, num_classes: int) -> list[AttackSpec]:
+        """Every attack of the preset, cheapest first; each threat keeps those supporting it."""
+        runs = {"steps": self.steps, "restarts": self.restarts}
+        specs = [AttackSpec("apgd-ce", "apgd", {"loss": "ce", **runs})]
+        # The targeted DLR loss needs at least 4 classes, the untargeted one 3.
+        if self.target_classes > 0 and num_classes >= 4:
+            target = {"target_classes": min(self.target_classes, num_classes - 1)}
+            specs.append(AttackSpec("apgd-t", "apgd-t", {**runs, **target}))
+        elif num_classes >= 3:
+            specs.append(AttackSpec("apgd-dlr", "apgd", {"loss": "dlr", **runs}))
+        # The black-box member: Square for ℓ∞ and ℓ2, sparse random search for ℓ1.
+        if self.queries > 0:
+            budget = {"steps": self.queries, "restarts": self.square_restarts}
+            specs += [
+                AttackSpec("square", "square", budget, white_box=False),
+                AttackSpec("sparse-rs", "sparse-rs", budget, white_box=False),
+            ]
+        grid = {"rotations": self.rotations, "translations": self.translations}
+        specs.append(AttackSpec("spatial-grid", "spatial-grid", grid, white_box=False))
+        affine = {"lambdas": self.affine_lambdas, "steps": self.affine_steps}
+        specs.append(AttackSpec("affine-ce", "affine", {**affine, "loss": "ce"}))
+        if num_classes >= 3:
+            specs.append(AttackSpec("affine-dlr", "affine", {**affine, "loss": "dlr"}))
+        return specs
+
     def attacks_for(self, threat: Threat, num_classes: int) -> list[AttackSpec]:
-        """The ensemble for one (non-union) threat model, cheapest first."""
-        if isinstance(threat, LpBall):
-            specs = [
-                AttackSpec(
-                    "apgd-ce",
-                    "apgd",
-                    {"loss": "ce", "steps": self.steps, "restarts": self.restarts},
-                )
-            ]
-            # The targeted DLR loss needs at least 4 classes.
-            if self.target_classes > 0 and num_classes >= 4:
-                specs.append(
-                    AttackSpec(
-                        "apgd-t",
-                        "apgd-t",
-                        {
-                            "steps": self.steps,
-                            "restarts": self.restarts,
-                            "target_classes": min(self.target_classes, num_classes - 1),
-                        },
-                    )
-                )
-            elif num_classes >= 3:
-                specs.append(
-                    AttackSpec(
-                        "apgd-dlr",
-                        "apgd",
-                        {"loss": "dlr", "steps": self.steps, "restarts": self.restarts},
-                    )
-                )
-            # The black-box member: Square for ℓ∞ and ℓ2, sparse random search for ℓ1.
-            for black_box in ("square", "sparse-rs"):
-                if self.queries > 0 and attacks.get(black_box).supports(threat):
-                    specs.append(
-                        AttackSpec(
-                            black_box,
-                            black_box,
-                            {"steps": self.queries, "restarts": self.square_restarts},
-                            white_box=False,
-                        )
-                    )
-            return specs
-        if isinstance(threat, Spatial):
-            return [
-                AttackSpec(
-                    "spatial-grid",
-                    "spatial-grid",
-                    {"rotations": self.rotations, "translations": self.translations},
-                    white_box=False,
-                )
-            ]
-        if isinstance(threat, Affine):
-            specs = [
-                AttackSpec(
-                    "affine-ce",
-                    "affine",
-                    {"lambdas": self.affine_lambdas, "steps": self.affine_steps, "loss": "ce"},
-                )
-            ]
-            if num_classes >= 3:
-                specs.append(
-                    AttackSpec(
-                        "affine-dlr",
-                        "affine",
-                        {"lambdas": self.affine_lambdas, "steps": self.affine_steps, "loss": "dlr"},
-                    )
-                )
-            return specs
-        raise ValueError(
-            f"No attack ensemble for threat {threat} (supported: ℓp balls, spatial, affine; "
-            "list the members of a union as separate threats)"
-        )
+        """The ensemble for one (non-union) threat model, cheapest first: the preset's attacks
+        that support it."""
+        if threat.members() != (threat,):
+            raise ValueError(
+                f"No attack ensemble for threat {threat}: list the members of a union as "
+                "separate threats (the union of all threats is always reported)"
+            )
+        specs = [s for s in self.candidates(num_classes) if attacks.get(s.attack).supports(threat)]
+        if not specs:
+            raise ValueError(f"No attack of the {self.name!r} preset supports threat {threat}")
+        return specs
 
 
 PRESETS: dict[str, Preset] = {

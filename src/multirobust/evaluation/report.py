@@ -1,4 +1,4 @@
-"""The typed result of an evaluation, with JSON round-trip and the HTML page."""
+"""The typed result of an evaluation, with JSON round-trip and the HTML page (:mod:`.html`)."""
 
 from __future__ import annotations
 
@@ -8,6 +8,21 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+import torch
+
+from ..atomic import write_atomic
+from ..threats import parse
+from .html import render
+
+__all__ = [
+    "AdversarialExample",
+    "Check",
+    "Curve",
+    "EvaluationReport",
+    "ThreatOutcome",
+    "write_atomic",
+]
 
 FORMAT = "multirobust-evaluation"
 VERSION = 1
@@ -77,6 +92,12 @@ class ThreatOutcome:
         values = [v for v in self.norm if v is not None]
         return max(values) if values else None
 
+    @property
+    def largest(self) -> dict[str, float]:
+        """The largest perturbation among the broken examples, in the threat's own terms:
+        ``{"norm": ...}`` for ℓp balls, ``{"rotation": ..., "translation": ...}`` for spatial."""
+        return parse(self.threat).largest(self.norm, self.params)
+
 
 @dataclass
 class AdversarialExample:
@@ -121,10 +142,14 @@ class EvaluationReport:
         checks: the checks that fired.
         examples: clean/adversarial pairs for the picture grid.
         curves: accuracy-vs-ε curves (filled by :func:`multirobust.evaluation.curve` callers).
-        minimal_distortion: norm -> :meth:`multirobust.robustness.MinimalDistortion.to_dict`
-            (median, per-example distances, histogram), when ``evaluate(min_norm=...)`` asked.
+        minimal_distortion: norm -> :meth:`multirobust.attacks.minimal.MinimalDistortion.
+            to_dict` (median, per-example distances, histogram), when ``evaluate(min_norm=...)``
+            asked.
         timings: seconds per phase.
         settings: everything needed to reproduce the run.
+        adversarial: threat text -> (N, ...) inputs, the adversarial input where an example
+            was broken and the clean input elsewhere, when ``evaluate(keep_adversarial=True)``
+            asked (not saved in JSON).
     """
 
     n: int
@@ -141,6 +166,7 @@ class EvaluationReport:
     minimal_distortion: dict[str, dict[str, Any]] = field(default_factory=dict)
     timings: dict[str, float] = field(default_factory=dict)
     settings: dict[str, Any] = field(default_factory=dict)
+    adversarial: dict[str, torch.Tensor] = field(default_factory=dict, repr=False, compare=False)
 
     # ------------------------------------------------------------------ queries
     @property
@@ -196,7 +222,9 @@ class EvaluationReport:
     # ------------------------------------------------------------------ serialisation
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready dict (``format`` and ``version`` keys added)."""
-        return {"format": FORMAT, "version": VERSION, **dataclasses.asdict(self)}
+        body = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        body.pop("adversarial")  # tensors, kept in memory only
+        return {"format": FORMAT, "version": VERSION, **_plain(body)}
 
     def to_json(self, path: str | os.PathLike[str] | None = None) -> str:
         """The report as JSON text; also written atomically to ``path`` when given."""
@@ -211,7 +239,7 @@ class EvaluationReport:
             raise ValueError(f"Not a multirobust evaluation report (format {data.get('format')!r})")
         if data.get("version") != VERSION:
             raise ValueError(f"Unsupported report version {data.get('version')!r} (need {VERSION})")
-        body = {k: v for k, v in data.items() if k not in ("format", "version")}
+        body = {k: v for k, v in data.items() if k not in ("format", "version", "adversarial")}
         body["threats"] = {k: ThreatOutcome(**v) for k, v in body["threats"].items()}
         body["checks"] = [Check(**c) for c in body["checks"]]
         body["examples"] = [AdversarialExample(**e) for e in body.get("examples", [])]
@@ -228,17 +256,18 @@ class EvaluationReport:
 
     def to_html(self, path: str | os.PathLike[str] | None = None) -> str:
         """A self-contained HTML page (inline CSS, plots as inline PNG); written to ``path``."""
-        from .html import render
-
         page = render(self)
         if path is not None:
             write_atomic(Path(path), page)
         return page
 
 
-def write_atomic(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` through a temporary file and a rename."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
+def _plain(value: Any) -> Any:
+    """``dataclasses.asdict`` for the report's nested dataclasses, lists and dicts."""
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {f.name: _plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    return value

@@ -9,7 +9,7 @@ from typing import Any
 import torch
 
 from .. import losses
-from ..threats import LpBall, Threat, parse
+from ..threats import LpBall, Threat, ball, parse
 
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
@@ -56,20 +56,20 @@ def lp_threat(threat: Threat | str, what: str) -> LpBall:
     """``threat`` (or its text) if it is an ℓp ball with ε > 0, else a clear error.
 
     The surfaces need a ball with a steepest-ascent direction and a norm; the threat object
-    says whether it has them (``additive``) rather than its class name.
+    says whether it has them (``additive``), never its class.
     """
-    tm = parse(threat) if isinstance(threat, str) else threat
-    if not isinstance(tm, Threat):
+    if not isinstance(threat, Threat | str):
         raise TypeError(f"threat must be a Threat or its text, got {type(threat).__name__}")
-    if not (tm.additive and hasattr(tm, "steepest_ascent") and hasattr(tm, "eps")):
+    tm = parse(threat)
+    if not tm.additive:
         raise ValueError(
             f"Unsupported threat for {what}: {tm} (supported: the lp balls linf:EPS, l2:EPS, "
             "l1:EPS; spatial threats, unions and affine combinations have no single ball)"
         )
-    assert isinstance(tm, LpBall)
-    if tm.eps <= 0:
+    lp = ball(tm, who=what)
+    if lp.eps <= 0:
         raise ValueError(f"Invalid eps for {what}: {tm} (must be > 0: the ball is one point)")
-    return tm
+    return lp
 
 
 def check_points(name: str, value: Any) -> int:

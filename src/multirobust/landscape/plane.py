@@ -31,7 +31,7 @@ from torch import nn
 
 from ..attacks.gradients import input_gradient
 from ..threats import LpBall
-from ..threats.base import _flat, _per_example
+from ..threats.base import flat, per_example
 from ._common import loss_fn, randn_like
 
 #: Where the ascent direction u came from, per example.
@@ -54,13 +54,13 @@ class Plane:
 
 
 def _dot(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    return (_flat(a) * _flat(b)).sum(1)
+    return (flat(a) * flat(b)).sum(1)
 
 
 def _remove(w: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
     """w minus its Euclidean component along u, per example."""
     coef = _dot(w, u) / _dot(u, u).clamp_min(torch.finfo(u.dtype).tiny)
-    return w - _per_example(coef, w) * u
+    return w - per_example(coef, w) * u
 
 
 def _unit(threat: LpBall, d: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -68,7 +68,7 @@ def _unit(threat: LpBall, d: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     norm = threat.norm(d)
     ok = torch.isfinite(norm) & (norm > 0)
     safe = torch.where(ok, norm, torch.ones_like(norm))
-    return torch.where(_per_example(ok, d), d / _per_example(safe, d), torch.zeros_like(d)), ok
+    return torch.where(per_example(ok, d), d / per_example(safe, d), torch.zeros_like(d)), ok
 
 
 def _ascent(threat: LpBall, g: torch.Tensor, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -123,7 +123,7 @@ def finite_difference_gradient(
             m = margin(model(both), torch.cat([yc, yc]))
             diffs[start:stop] = m[: stop - start] - m[stop - start :]
         weights = diffs.reshape(n, samples)
-        est = (_per_example(weights.reshape(-1), flat_noise) * flat_noise).reshape(noise.shape)
+        est = (per_example(weights.reshape(-1), flat_noise) * flat_noise).reshape(noise.shape)
         return est.sum(1) / (2 * sigma * samples)
 
 
@@ -179,7 +179,7 @@ def ascent_plane(
         for name, g in steps:
             cand, cand_ok = _ascent(threat, g, x)
             take = cand_ok & ~ok
-            u = torch.where(_per_example(take, u), cand, u)
+            u = torch.where(per_example(take, u), cand, u)
             for i in take.nonzero().flatten().tolist():
                 source[i] = name
             ok = ok | take
@@ -195,7 +195,7 @@ def ascent_plane(
                 batch_size=batch_size,
             )
             cand, cand_ok = _ascent(threat, g, x[rows])
-            u[rows] = torch.where(_per_example(cand_ok, cand), cand, u[rows])
+            u[rows] = torch.where(per_example(cand_ok, cand), cand, u[rows])
             for k, i in enumerate(rows.tolist()):
                 if bool(cand_ok[k]):
                     source[i] = "finite-differences"
@@ -213,5 +213,5 @@ def ascent_plane(
         # Degenerate only if every movable coordinate is on u's support (a tiny input): fall
         # back to the Gaussian direction itself, still orthogonal to u.
         v_plain, _ = _unit(threat, r)
-        v = torch.where(_per_example(ok_v, v), v, v_plain)
+        v = torch.where(per_example(ok_v, v), v, v_plain)
     return Plane(u=u, v=v, source=source)

@@ -1,6 +1,11 @@
 """Safe, atomic model checkpoints: :func:`save`, :func:`load`, :func:`read_checkpoint`.
 
-A checkpoint is a ``torch.save``'d dict::
+:func:`save` writes two files: ``model.pt`` (below; it can also carry training state) and,
+for a model alone, ``model.safetensors`` beside it: the weights in the ecosystem's safe format,
+with the same metadata (format, version, arch, kwargs, dataset, metadata as JSON) in its
+header, so any tool reads the weights and :func:`load` rebuilds the model from either file.
+
+A ``.pt`` checkpoint is a ``torch.save``'d dict::
 
     {"format": "multirobust-checkpoint", "version": 1,
      "arch": <registered name>, "kwargs": <create() arguments>,
@@ -18,6 +23,7 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import json
 import numbers
 import os
 import pickle
@@ -29,9 +35,19 @@ from typing import Any
 import torch
 from torch import nn
 
+from ..atomic import write_bytes_atomic
 from .registry import create, names
 
-__all__ = ["FORMAT", "VERSION", "CheckpointError", "load", "read_checkpoint", "save", "unwrap"]
+__all__ = [
+    "FORMAT",
+    "SAFETENSORS_SUFFIX",
+    "VERSION",
+    "CheckpointError",
+    "load",
+    "read_checkpoint",
+    "save",
+    "unwrap",
+]
 
 FORMAT = "multirobust-checkpoint"
 """Value of the ``"format"`` key marking a multirobust checkpoint."""
@@ -204,8 +220,9 @@ def save(
     dataset: str | None = None,
     metadata: dict[str, Any] | None = None,
     extra: dict[str, Any] | None = None,
+    safetensors: bool = True,
 ) -> None:
-    """Write a model checkpoint atomically.
+    """Write a model checkpoint atomically (and, for a model alone, its safetensors twin).
 
     The file is written to a temporary file in the same folder, flushed and fsync'd, then
     moved over ``path`` with ``os.replace``: readers see either the old file or the complete
@@ -223,6 +240,10 @@ def save(
         extra: Additional top-level entries (e.g. ``"optimizer"``, ``"scheduler"``,
             ``"rng"``) made of tensors and primitive values, returned as-is by
             :func:`read_checkpoint`. Keys must not clash with the standard ones.
+        safetensors: also write ``path`` with the suffix ``.safetensors``: the weights as
+            safetensors, the other entries as JSON in its header. Only without ``extra``
+            (training state is not weights); a ``path`` that already ends in
+            ``.safetensors`` is written in that format alone.
 
     Raises:
         ValueError: If the model lacks ``multirobust_spec`` or no longer matches it, or
@@ -276,7 +297,63 @@ def save(
         "state_dict": state_dict,
         **extras,
     }
-    _atomic_torch_save(payload, Path(path))
+    target = Path(path).expanduser()
+    if target.suffix == SAFETENSORS_SUFFIX:
+        if extras:
+            raise ValueError(
+                f"extra entries ({', '.join(extras)}) cannot go into a .safetensors file "
+                "(weights only): save them to a .pt path"
+            )
+        write_bytes_atomic(target, _safetensors_bytes(payload))
+        return
+    _atomic_torch_save(payload, target)
+    if safetensors and not extras:
+        write_bytes_atomic(target.with_suffix(SAFETENSORS_SUFFIX), _safetensors_bytes(payload))
+
+
+SAFETENSORS_SUFFIX = ".safetensors"
+_HEADER_KEYS = ("arch", "kwargs", "dataset", "metadata")
+
+
+def _safetensors_bytes(payload: dict[str, Any]) -> bytes:
+    """The weights of ``payload`` as safetensors, its other entries as JSON in the header."""
+    from safetensors.torch import save as save_safetensors
+
+    # safetensors refuses tensors that share memory; a contiguous copy of each is independent.
+    tensors = {k: v.detach().cpu().contiguous().clone() for k, v in payload["state_dict"].items()}
+    header = {"format": FORMAT, "version": str(payload["version"])}
+    header.update({k: json.dumps(payload[k]) for k in _HEADER_KEYS})
+    return save_safetensors(tensors, metadata=header)
+
+
+def _read_safetensors(path: Path, map_location: MapLocation) -> dict[str, Any]:
+    """A ``.safetensors`` file written by :func:`save`, as the dict a ``.pt`` one holds."""
+    from safetensors import SafetensorError, safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            header = f.metadata() or {}
+            state_dict = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 (not a dict)
+    except (SafetensorError, OSError, ValueError) as e:
+        raise CheckpointError(
+            f"Cannot read checkpoint {path}: corrupt safetensors file ({e})"
+        ) from e
+    if header.get("format") != FORMAT:
+        raise CheckpointError(
+            f"{path} is a safetensors file without multirobust metadata (format "
+            f"{header.get('format')!r}): load its weights into your own model with "
+            "--model package.module:factory --weights FILE"
+        )
+    try:
+        ckpt: dict[str, Any] = {k: json.loads(header[k]) for k in _HEADER_KEYS}
+        ckpt["version"] = int(header["version"])
+    except (KeyError, ValueError) as e:
+        raise CheckpointError(f"Checkpoint {path}: invalid multirobust header ({e})") from e
+    if isinstance(map_location, str | torch.device):
+        state_dict = {k: v.to(map_location) for k, v in state_dict.items()}
+    ckpt["format"] = FORMAT
+    ckpt["state_dict"] = state_dict
+    return ckpt
 
 
 def _atomic_torch_save(obj: Any, path: Path) -> None:
@@ -321,10 +398,11 @@ def _unpickling_detail(error: BaseException) -> str:
 def read_checkpoint(path: PathLike, map_location: MapLocation = "cpu") -> dict[str, Any]:
     """Read and validate a checkpoint written by :func:`save`, returning the raw dict.
 
-    Only ``torch.load(path, map_location=..., weights_only=True)`` is used, so no arbitrary
-    Python object is unpickled. The dict is checked for the format marker and version, a
-    registered architecture with valid arguments, and a ``state_dict`` whose keys and shapes
-    match that architecture. Extra top-level keys written via ``save(extra=...)`` are kept.
+    Only ``torch.load(path, map_location=..., weights_only=True)`` (or, for a ``.safetensors``
+    file, the safetensors reader) is used, so no arbitrary Python object is unpickled. The
+    dict is checked for the format marker and version, a registered architecture with valid
+    arguments, and a ``state_dict`` whose keys and shapes match that architecture. Extra
+    top-level keys written via ``save(extra=...)`` are kept.
 
     Args:
         path: Checkpoint file.
@@ -345,6 +423,8 @@ def read_checkpoint(path: PathLike, map_location: MapLocation = "cpu") -> dict[s
         raise FileNotFoundError(f"Checkpoint file not found: {path}")
     if not path.is_file():
         raise CheckpointError(f"Cannot read checkpoint {path}: not a regular file")
+    if path.suffix == SAFETENSORS_SUFFIX:
+        return _validate(_read_safetensors(path, map_location), path)
     try:
         ckpt = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as e:
@@ -372,6 +452,11 @@ def read_checkpoint(path: PathLike, map_location: MapLocation = "cpu") -> dict[s
             f"Cannot read checkpoint {path}: corrupt or not a multirobust checkpoint "
             f"(contains a {type(ckpt).__name__}, not a dict)"
         )
+    return _validate(ckpt, path)
+
+
+def _validate(ckpt: dict[str, Any], path: Path) -> dict[str, Any]:
+    """Check the entries of a checkpoint read from ``path``; return it."""
     if ckpt.get("format") != FORMAT:
         raise CheckpointError(
             f"{path} is not a multirobust checkpoint: format marker is "

@@ -6,9 +6,9 @@ Example::
     md = minimal_distortion(model, x, y, norm="l2")      # md.distances, md.median
     cs = clever(model, x, norm="linf", radius=0.3)        # cs.scores, cs.lipschitz
 
-``robustness.compare`` places evaluation reports on accuracy/robustness plots (``multirobust
-compare``) and ``robustness.leaderboard`` keeps every recorded evaluation in a local SQLite
-database (``multirobust leaderboard``); see docs/robustness-scores.md.
+``robustness.optimizer_study`` compares a penalised attack's inner optimisers (``multirobust
+optimizer-study``). Comparisons of evaluated models and the leaderboard are in
+:mod:`multirobust.reports`; see docs/robustness-scores.md.
 """
 
 from .clever import CleverResult, clever, reverse_weibull_fit

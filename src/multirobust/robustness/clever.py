@@ -29,11 +29,13 @@ import torch
 from torch import nn
 
 from ..attacks.base import check_logits, check_positive, check_positive_int, validate_inputs
-from ..threats.base import BOX, _flat
+from ..models.state import attack_mode
+from ..threats import LpBall, lp_ball
+from ..threats.base import BOX
 
-NORMS = ("linf", "l2")
-#: Dual norm order q of each attack norm p.
-_DUAL = {"linf": 1.0, "l2": 2.0}
+#: The default radius R per norm name: this function's documented defaults (MNIST-scale
+#: budgets), not geometry; other norms need ``radius``.
+_DEFAULT_RADIUS = {"l2": 2.0, "linf": 0.3}
 
 
 # --------------------------------------------------------------------------- reverse Weibull
@@ -165,7 +167,8 @@ class CleverResult:
     """CLEVER scores of a batch.
 
     Attributes:
-        norm: the attack norm p (``"linf"`` or ``"l2"``); gradients are measured in its dual.
+        norm: the attack norm p (``"linf"``, ``"l2"``, ``"l1"``); gradients are measured in its
+            dual.
         radius: R, the sampling radius and the cap of the score.
         scores: (N,) float64, min over the other classes j of margin_j / L_j, capped at R.
         lipschitz: (N, C) the estimated local Lipschitz constants L_j (nan for the top class
@@ -210,26 +213,17 @@ class CleverResult:
 
 
 def _sample_ball(
-    x0: torch.Tensor, norm: str, radius: float, count: int, generator: torch.Generator
+    x0: torch.Tensor, ball: LpBall, count: int, generator: torch.Generator
 ) -> torch.Tensor:
-    """``count`` points uniform in the ℓp ball of ``radius`` around ``x0`` (1, ...)."""
-    shape = (count,) + tuple(x0.shape[1:])
-    if norm == "linf":
-        u = torch.rand(shape, generator=generator, device=x0.device, dtype=x0.dtype)
-        return x0 + radius * (2 * u - 1)
-    g = torch.randn(shape, generator=generator, device=x0.device, dtype=x0.dtype)
-    flat = _flat(g)
-    d = flat.shape[1]
-    r = torch.rand(count, generator=generator, device=x0.device, dtype=x0.dtype)
-    scale = radius * r.pow(1.0 / d) / torch.linalg.vector_norm(flat, dim=1).clamp_min(1e-12)
-    return x0 + g * scale.view((-1,) + (1,) * (g.dim() - 1))
+    """``count`` points uniform in ``ball`` around ``x0`` (1, ...)."""
+    return x0 + ball.sample_ball(x0.expand(count, *x0.shape[1:]), generator)
 
 
 def clever(
     model: nn.Module,
     x: torch.Tensor,
     *,
-    norm: str = "l2",
+    norm: str | LpBall = "l2",
     radius: float | None = None,
     batches: int = 100,
     samples: int = 128,
@@ -245,8 +239,10 @@ def clever(
     Args:
         model: classifier returning logits for inputs in [0, 1].
         x: inputs (N, ...) in [0, 1].
-        norm: attack norm p, ``"l2"`` (gradients in ℓ2) or ``"linf"`` (gradients in ℓ1).
-        radius: R, sampling radius and cap of the score (default 2 for ℓ2, 0.3 for ℓ∞).
+        norm: attack norm p, one of :data:`multirobust.threats.NORMS` (gradients are measured
+            in the dual norm: ℓ2 for ℓ2, ℓ1 for ℓ∞, ℓ∞ for ℓ1), or an ℓp ball whose radius is R.
+        radius: R, sampling radius and cap of the score (default 2 for ℓ2, 0.3 for ℓ∞, the
+            ball's radius when ``norm`` is a ball; required for ℓ1).
         batches: N_b, batch maxima fed to the reverse Weibull fit (the paper uses 500).
         samples: N_s, points per batch (the paper uses 1024).
         targets: (N,) one class per example to score against (targeted CLEVER); default all
@@ -259,15 +255,18 @@ def clever(
     Returns:
         A :class:`CleverResult`.
     """
-    if norm not in NORMS:
-        raise ValueError(f"Invalid norm: {norm!r} (CLEVER supports {', '.join(NORMS)})")
+    ball = norm if isinstance(norm, LpBall) else lp_ball(norm, 0.0)
     if not isinstance(x, torch.Tensor):
         raise TypeError(f"x must be a torch.Tensor, got {type(x).__name__}")
     # Labels are not used; dummy ones let the shared input checks run (shape, box, NaN).
     validate_inputs(x, torch.zeros(x.shape[0] if x.dim() else 0, dtype=torch.long))
-    radius = {"l2": 2.0, "linf": 0.3}[norm] if radius is None else radius
+    if radius is None:
+        radius = ball.eps if isinstance(norm, LpBall) else _DEFAULT_RADIUS.get(ball.name)
+        if radius is None:
+            raise ValueError(f"Give radius for norm {ball.name!r} (no default)")
     check_positive("radius", radius)
     radius = float(radius)
+    ball = ball.with_eps(radius)
     check_positive_int("batches", batches)
     check_positive_int("samples", samples)
     check_positive_int("batch_size", batch_size)
@@ -276,12 +275,7 @@ def clever(
     if generator is None:
         generator = torch.Generator(device=x.device).manual_seed(seed)
     n = x.shape[0]
-    modes = [m.training for m in model.modules()]
-    flags = [p.requires_grad for p in model.parameters()]
-    model.eval()
-    for p in model.parameters():
-        p.requires_grad_(False)
-    try:
+    with attack_mode(model):
         with torch.no_grad():
             logits = model(x)
         check_logits(logits, n)
@@ -308,7 +302,6 @@ def clever(
         lipschitz = torch.full((n, num_classes), math.nan, dtype=torch.float64)
         scores = torch.empty(n, dtype=torch.float64)
         fits: list[dict[int, WeibullFit]] = []
-        q = _DUAL[norm]
         for i in range(n):
             c = int(pred[i])
             classes = (
@@ -321,11 +314,9 @@ def clever(
                 x[i : i + 1],
                 c,
                 classes,
-                norm,
-                radius,
+                ball,
                 batches,
                 samples,
-                q,
                 clip,
                 batch_size,
                 generator,
@@ -340,13 +331,8 @@ def clever(
                     best = min(best, float(margins[i, j]) / fit.location)
             scores[i] = best
             fits.append(fit_i)
-    finally:
-        for m, mode in zip(model.modules(), modes, strict=True):
-            m.training = mode
-        for p, flag in zip(model.parameters(), flags, strict=True):
-            p.requires_grad_(flag)
     return CleverResult(
-        norm=norm,
+        norm=ball.name,
         radius=radius,
         scores=scores,
         lipschitz=lipschitz,
@@ -363,22 +349,21 @@ def _batch_maxima(
     x0: torch.Tensor,
     c: int,
     classes: list[int],
-    norm: str,
-    radius: float,
+    ball: LpBall,
     batches: int,
     samples: int,
-    q: float,
     clip: bool,
     batch_size: int,
     generator: torch.Generator,
 ) -> np.ndarray:
-    """(batches, len(classes)) largest ‖∇(z_c − z_j)‖_q of each batch of sampled points."""
+    """(batches, len(classes)) largest dual norm ‖∇(z_c − z_j)‖_q of each batch of sampled
+    points."""
     total = batches * samples
     norms = torch.empty(total, len(classes), dtype=torch.float64)
     lo, hi = BOX
     for s in range(0, total, batch_size):
         count = min(batch_size, total - s)
-        pts = _sample_ball(x0, norm, radius, count, generator)
+        pts = _sample_ball(x0, ball, count, generator)
         if clip:
             pts = pts.clamp(lo, hi)
         pts.requires_grad_(True)
@@ -388,7 +373,5 @@ def _batch_maxima(
                 (grad,) = torch.autograd.grad(
                     (out[:, c] - out[:, j]).sum(), pts, retain_graph=k < len(classes) - 1
                 )
-                norms[s : s + count, k] = (
-                    torch.linalg.vector_norm(_flat(grad), ord=q, dim=1).double().cpu()
-                )
+                norms[s : s + count, k] = ball.dual_norm(grad).double().cpu()
     return norms.view(batches, samples, len(classes)).amax(1).numpy()

@@ -1,26 +1,14 @@
-"""Threat models from text, for the command line and configuration files."""
+"""Threat models from text, for the command line and configuration files.
+
+The grammar is the registry's: ``NAME:ARGS`` for a leaf kind (``linf:8/255``, ``spatial:30,3``)
+and ``NAME(T1,T2,...)`` for a container (``union(...)``, ``affine(...)``); each class reads its
+own arguments (``from_text`` / ``from_members``).
+"""
 
 from __future__ import annotations
 
-from fractions import Fraction
-
+from . import registry
 from .base import Threat
-from .combine import Affine, Union
-from .lp import L1Ball, L2Ball, LinfBall
-from .spatial import Spatial
-
-_GRAMMAR = (
-    "expected one of 'linf:EPS', 'l2:EPS', 'l1:EPS', 'spatial:DEGREES,PIXELS', "
-    "'union(T1,T2,...)', 'affine(T1,T2)'; EPS may be a fraction such as 8/255"
-)
-
-
-def _number(text: str, where: str) -> float:
-    text = text.strip()
-    try:
-        return float(Fraction(text)) if "/" in text else float(text)
-    except (ValueError, ZeroDivisionError):
-        raise ValueError(f"Invalid number {text!r} in threat {where!r} ({_GRAMMAR})") from None
 
 
 def _split_top(text: str) -> list[str]:
@@ -57,30 +45,19 @@ def parse(text: str | Threat) -> Threat:
     if not isinstance(text, str):
         raise TypeError(f"Threat must be text or a Threat, got {type(text).__name__}")
     src = text.strip()
-    low = src.lower()
-    for head in ("union(", "affine("):
-        if low.startswith(head):
-            if not low.endswith(")"):
-                raise ValueError(f"Invalid threat {text!r}: missing ')' ({_GRAMMAR})")
-            members = [parse(p) for p in _split_top(src[len(head) : -1]) if p]
-            if head == "union(":
-                return Union(members)
-            if len(members) != 2:
-                raise ValueError(f"Invalid threat {text!r}: affine takes exactly two threats")
-            return Affine(members[0], members[1])
-    if ":" not in src:
-        raise ValueError(f"Invalid threat {text!r} ({_GRAMMAR})")
-    kind, _, arg = src.partition(":")
-    kind = kind.strip().lower()
-    if kind in ("linf", "l2", "l1"):
-        if kind == "l1" and ",q=" in arg:
-            eps_text, _, q_text = arg.partition(",q=")
-            return L1Ball(_number(eps_text, text), sparsity=_number(q_text, text))
-        cls = {"linf": LinfBall, "l2": L2Ball, "l1": L1Ball}[kind]
-        return cls(_number(arg, text))
-    if kind == "spatial":
-        pieces = arg.split(",")
-        if len(pieces) != 2:
-            raise ValueError(f"Invalid threat {text!r}: spatial takes 'DEGREES,PIXELS'")
-        return Spatial(_number(pieces[0], text), _number(pieces[1], text))
-    raise ValueError(f"Unknown threat type {kind!r} in {text!r} ({_GRAMMAR})")
+    paren, colon = src.find("("), src.find(":")
+    if paren > 0 and (colon < 0 or paren < colon):
+        entry = registry.get(src[:paren].strip().lower())
+        if not entry.container:
+            raise ValueError(f"Invalid threat {text!r}: {entry.name} is written {entry.syntax}")
+        if not src.endswith(")"):
+            raise ValueError(f"Invalid threat {text!r}: missing ')' ({registry.grammar()})")
+        members = [parse(p) for p in _split_top(src[paren + 1 : -1]) if p]
+        return entry.cls.from_members(members, text)
+    if colon < 0:
+        raise ValueError(f"Invalid threat {text!r} ({registry.grammar()})")
+    kind, _, args = src.partition(":")
+    entry = registry.get(kind.strip().lower())
+    if entry.container:
+        raise ValueError(f"Invalid threat {text!r}: {entry.name} is written {entry.syntax}")
+    return entry.cls.from_text(args, text)

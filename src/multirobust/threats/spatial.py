@@ -3,12 +3,29 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 
-from .base import Threat, _flat
-from .lp import _fmt
+from .base import Threat, ThreatParams, flat, require_params
+from .text import fmt, number
+
+
+@dataclass(frozen=True)
+class SpatialParams(ThreatParams):
+    """Per-example rotation and shifts: ``values`` (N, 3) = angle in degrees, tx, ty in pixels."""
+
+    values: torch.Tensor
+
+    def select(self, rows: torch.Tensor) -> SpatialParams:
+        return SpatialParams(self.values[rows])
+
+    def place(self, rows: torch.Tensor, n: int) -> SpatialParams:
+        full = self.values.new_zeros((n, 3))
+        full[rows] = self.values
+        return SpatialParams(full)
 
 
 class Spatial(Threat):
@@ -23,6 +40,8 @@ class Spatial(Threat):
         max_translation: largest shift along each axis, in pixels, either way.
     """
 
+    syntax = "spatial:DEGREES,PIXELS"
+
     def __init__(self, max_rotation: float, max_translation: float) -> None:
         for label, value in (("max_rotation", max_rotation), ("max_translation", max_translation)):
             if not isinstance(value, int | float) or not math.isfinite(value) or value < 0:
@@ -33,7 +52,14 @@ class Spatial(Threat):
         self.max_translation = float(max_translation)
 
     def __str__(self) -> str:
-        return f"spatial:{_fmt(self.max_rotation)},{_fmt(self.max_translation)}"
+        return f"{self.name}:{fmt(self.max_rotation)},{fmt(self.max_translation)}"
+
+    @classmethod
+    def from_text(cls, args: str, where: str) -> Threat:
+        pieces = args.split(",")
+        if len(pieces) != 2:
+            raise ValueError(f"Invalid threat {where!r}: spatial takes 'DEGREES,PIXELS'")
+        return cls(number(pieces[0], where), number(pieces[1], where))
 
     @property
     def is_trivial(self) -> bool:
@@ -67,10 +93,37 @@ class Spatial(Threat):
         out = F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
         return out.clamp(0.0, 1.0)
 
-    def clamp_params(self, params: torch.Tensor) -> torch.Tensor:
-        """Project parameters onto their allowed ranges."""
-        lim = torch.tensor(self.limits, device=params.device, dtype=params.dtype)
-        return torch.maximum(torch.minimum(params, lim), -lim)
+    def project(
+        self, x_adv: torch.Tensor, x: torch.Tensor, params: ThreatParams | None = None
+    ) -> torch.Tensor:
+        """The member ``apply(x, params)``, the parameters clipped to their ranges first."""
+        values = require_params(self, params, SpatialParams).values
+        lim = torch.tensor(self.limits, device=values.device, dtype=values.dtype)
+        return self.apply(x, torch.maximum(torch.minimum(values, lim), -lim)).to(x_adv.dtype)
+
+    def sample(
+        self, x: torch.Tensor, generator: torch.Generator | None = None
+    ) -> tuple[torch.Tensor, ThreatParams | None]:
+        """A uniformly random rotation and shift per example, applied to ``x``."""
+        values = self.random_params(x.shape[0], generator, device=x.device).to(x.dtype)
+        return self.apply(x, values), SpatialParams(values)
+
+    def params_row(self, params: ThreatParams | None, index: int) -> list[float] | None:
+        """``[angle, tx, ty]`` of example ``index``."""
+        values = require_params(self, params, SpatialParams).values
+        return [float(v) for v in values[index].tolist()]
+
+    def largest(
+        self, norms: Sequence[float | None], rows: Sequence[list[float] | None]
+    ) -> dict[str, float]:
+        """The largest |angle| (degrees) and |shift| (pixels) among the reported examples."""
+        kept = [r for r in rows if r is not None]
+        if not kept:
+            return {}
+        return {
+            "rotation": max(abs(r[0]) for r in kept),
+            "translation": max(max(abs(r[1]), abs(r[2])) for r in kept),
+        }
 
     def random_params(
         self,
@@ -112,18 +165,19 @@ class Spatial(Threat):
         x_adv: torch.Tensor,
         x: torch.Tensor,
         atol: float = 1e-5,
-        params: object | None = None,
+        params: ThreatParams | None = None,
     ) -> torch.Tensor:
         """Membership needs the parameters: ``x_adv == apply(x, params)`` with params in range.
 
         Without ``params`` only the clean image itself is recognised as a member.
         """
         if params is None:
-            return (_flat(x_adv) - _flat(x)).abs().amax(1) <= atol
-        if not isinstance(params, torch.Tensor) or params.shape != (x.shape[0], 3):
+            return (flat(x_adv) - flat(x)).abs().amax(1) <= atol
+        values = require_params(self, params, SpatialParams).values
+        if values.shape != (x.shape[0], 3):
             raise ValueError("Spatial.contains needs params of shape (N, 3): angle, tx, ty")
-        lim = torch.tensor(self.limits, device=params.device, dtype=params.dtype)
-        in_range = (params.abs() <= lim * (1 + atol) + atol).all(1).to(x.device)
-        recon = self.apply(x, params)
-        close = (_flat(recon) - _flat(x_adv)).abs().amax(1) <= max(atol, 1e-4)
+        lim = torch.tensor(self.limits, device=values.device, dtype=values.dtype)
+        in_range = (values.abs() <= lim * (1 + atol) + atol).all(1).to(x.device)
+        recon = self.apply(x, values)
+        close = (flat(recon) - flat(x_adv)).abs().amax(1) <= max(atol, 1e-4)
         return in_range & close & self.in_box(x_adv, atol)

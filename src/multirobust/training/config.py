@@ -11,6 +11,7 @@ from typing import Any
 
 from .. import data, models
 from ..threats import parse
+from .methods import get_method
 from .objectives import as_lp_ball
 
 __all__ = ["ConfigError", "TrainConfig", "load_config"]
@@ -140,7 +141,10 @@ class TrainConfig:
     def single_step(self) -> bool:
         """The method trains on one-step attacks (``fast``), which can overfit catastrophically:
         its held-out FGSM accuracy is measured and early stopping is on by default."""
-        return self.method == "fast"
+        try:
+            return get_method(self.method).single_step
+        except ValueError:  # an unknown method: validate() says so
+            return False
 
     @property
     def resolved_early_stop(self) -> bool:
@@ -156,7 +160,6 @@ class TrainConfig:
         Raises:
             ConfigError: naming the first invalid setting and what is allowed.
         """
-        from .methods import get_method
 
         def integer(name: str, minimum: int, allow_none: bool = False) -> None:
             value = getattr(self, name)
@@ -219,7 +222,7 @@ class TrainConfig:
             raise ConfigError(
                 f"Invalid eps_warmup: {self.eps_warmup!r} (must be at most epochs={self.epochs})"
             )
-        if self.eps_warmup > 0 and self.method in ("standard", "free"):
+        if self.eps_warmup > 0 and not method.eps_warmup:
             raise ConfigError(
                 f"Invalid eps_warmup: {self.eps_warmup!r} (method {self.method!r} does not "
                 "support an ε warm-up; use 0)"

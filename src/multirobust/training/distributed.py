@@ -2,7 +2,8 @@
 
 ``torchrun --nproc_per_node 2 -m multirobust train --config run.toml`` starts two processes;
 each one finds ``RANK``/``WORLD_SIZE`` in its environment, and :func:`setup` joins them into a
-process group (gloo on CPU, NCCL on CUDA). The fit loop then:
+process group (gloo on CPU, NCCL on CUDA) through :mod:`multirobust.parallel`, the helper
+evaluation shares. The fit loop then:
 
 - gives each process its share of every global batch (:func:`shard_batches`): one permutation
   of the training set per epoch, drawn from a generator seeded with ``seed + epoch`` (the same
@@ -24,16 +25,14 @@ from __future__ import annotations
 
 import hashlib
 import math
-import os
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import torch
-import torch.distributed as dist
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
+from .. import parallel
 from .config import ConfigError
 from .objectives import ThreatLike, as_lp_balls
 from .overfitting import robust_accuracy
@@ -52,95 +51,30 @@ __all__ = [
 ]
 
 
+#: The process group a run takes part in (rank, world size, device, collectives).
+Context = parallel.Group
+
+
 def launch_environment(env: dict[str, str] | None = None) -> tuple[int, int, int] | None:
     """``(rank, world_size, local_rank)`` as ``torchrun`` sets them, or None outside torchrun.
 
-    Args:
-        env: the environment to read (default ``os.environ``).
+    :func:`multirobust.parallel.launch_environment`, its errors as :class:`ConfigError`.
 
     Raises:
         ConfigError: when only one of ``RANK``/``WORLD_SIZE`` is set, or they are not integers
             with ``0 <= RANK < WORLD_SIZE``.
     """
-    env = dict(os.environ) if env is None else env
-    has_rank, has_world = "RANK" in env, "WORLD_SIZE" in env
-    if not has_rank and not has_world:
-        return None
-    if has_rank != has_world:
-        raise ConfigError(
-            "Invalid distributed environment: RANK and WORLD_SIZE must be set together "
-            "(launch with torchrun, or unset both for a one-process run)"
-        )
     try:
-        rank, world = int(env["RANK"]), int(env["WORLD_SIZE"])
-        local = int(env.get("LOCAL_RANK", env["RANK"]))
-    except ValueError:
-        raise ConfigError(
-            f"Invalid distributed environment: RANK={env['RANK']!r}, "
-            f"WORLD_SIZE={env['WORLD_SIZE']!r} (must be integers)"
-        ) from None
-    if world < 1 or not 0 <= rank < world or local < 0:
-        raise ConfigError(
-            f"Invalid distributed environment: RANK={rank}, WORLD_SIZE={world}, "
-            f"LOCAL_RANK={local} (need WORLD_SIZE >= 1, 0 <= RANK < WORLD_SIZE, LOCAL_RANK >= 0)"
-        )
-    return rank, world, local
-
-
-@dataclass
-class Context:
-    """The process group a run takes part in.
-
-    Attributes:
-        rank: this process's rank, 0 .. world_size - 1.
-        world_size: number of processes.
-        device: the device this process trains on (collectives use tensors on it).
-        owns_group: True when :func:`setup` created the group (and :meth:`close` destroys it).
-    """
-
-    rank: int
-    world_size: int
-    device: torch.device
-    owns_group: bool
-
-    @property
-    def is_main(self) -> bool:
-        """True on rank 0, the process that writes files."""
-        return self.rank == 0
-
-    def all_sum(self, values: Sequence[float]) -> list[float]:
-        """Sum ``values`` element-wise over all processes (float64)."""
-        t = torch.tensor(list(values), dtype=torch.float64, device=self.device)
-        dist.all_reduce(t, op=dist.ReduceOp.SUM)
-        return [float(v) for v in t.cpu()]
-
-    def gather(self, obj: Any) -> list[Any]:
-        """Every process's ``obj`` (picklable), in rank order, on every process."""
-        out: list[Any] = [None] * self.world_size
-        dist.all_gather_object(out, obj)
-        return out
-
-    def broadcast(self, obj: Any) -> Any:
-        """Rank 0's ``obj`` on every process."""
-        box = [obj]
-        dist.broadcast_object_list(box, src=0)
-        return box[0]
-
-    def close(self) -> None:
-        """Destroy the process group if :func:`setup` created it."""
-        if self.owns_group and dist.is_initialized():
-            dist.destroy_process_group()
-            self.owns_group = False
+        return parallel.launch_environment(env)
+    except parallel.LaunchError as err:
+        raise ConfigError(str(err)) from None
 
 
 def setup(device: torch.device | str = "cpu") -> Context | None:
     """Join the process group of a ``torchrun`` launch, or return None for a one-process run.
 
-    An existing default process group (a caller that called ``init_process_group`` itself)
-    is used as it is and left open. Otherwise, when ``RANK`` and ``WORLD_SIZE`` are set, a
-    group is created from the ``env://`` variables torchrun sets (``MASTER_ADDR``,
-    ``MASTER_PORT``): NCCL for a CUDA ``device`` (which becomes ``cuda:LOCAL_RANK``), gloo
-    otherwise.
+    :func:`multirobust.parallel.join`: an existing default group is used as it is and left
+    open; otherwise one is created from torchrun's variables (NCCL on CUDA, gloo otherwise).
 
     Args:
         device: where training runs; its type picks the backend.
@@ -151,29 +85,10 @@ def setup(device: torch.device | str = "cpu") -> Context | None:
     Raises:
         ConfigError: for an inconsistent launch environment or a missing rendezvous address.
     """
-    device = torch.device(device)
-    if dist.is_available() and dist.is_initialized():
-        return Context(dist.get_rank(), dist.get_world_size(), device, owns_group=False)
-    launch = launch_environment()
-    if launch is None:
-        return None
-    if not dist.is_available():
-        raise ConfigError("Distributed training needs a PyTorch build with torch.distributed")
-    rank, world, local = launch
-    missing = [k for k in ("MASTER_ADDR", "MASTER_PORT") if k not in os.environ]
-    if missing:
-        raise ConfigError(
-            f"Invalid distributed environment: {', '.join(missing)} not set "
-            "(launch with torchrun --nproc_per_node N -m multirobust train ...)"
-        )
-    if device.type == "cuda":
-        device = torch.device("cuda", local)
-        torch.cuda.set_device(device)
-        backend = "nccl"
-    else:
-        backend = "gloo"
-    dist.init_process_group(backend, rank=rank, world_size=world)
-    return Context(rank, world, device, owns_group=True)
+    try:
+        return parallel.join(device)
+    except parallel.LaunchError as err:
+        raise ConfigError(str(err)) from None
 
 
 def per_process_batch(batch_size: int, world_size: int) -> int:
@@ -315,7 +230,7 @@ def sharded_robust_accuracy(
     """
     names = [str(t) for t in as_lp_balls(threats)]
     n = x.shape[0]
-    lo, hi = ctx.rank * n // ctx.world_size, (ctx.rank + 1) * n // ctx.world_size
+    lo, hi = ctx.contiguous(n)
     keys = ["clean", *names, "union"]
     if single_step:
         keys += [f"fgsm[{t}]" for t in names] + ["fgsm_union"]

@@ -28,6 +28,7 @@ from torch import nn
 from tqdm import tqdm
 
 from .. import data, models
+from ..atomic import check_writable_dir, remove_stale_temps
 from . import distributed
 from .config import ConfigError, TrainConfig
 from .methods import BatchStep, get_method, make_optimizer
@@ -218,6 +219,10 @@ def _prepare(cfg: TrainConfig) -> tuple[data.ImageDataset, data.ImageDataset, li
             static.append(models.load(path).eval())
         except (ValueError, FileNotFoundError) as err:
             raise ConfigError(f"Invalid static_models: {err}") from None
+    try:  # now, not after the first epoch's work
+        check_writable_dir(cfg.out)
+    except OSError as err:
+        raise ConfigError(str(err)) from None
     return train, held_out, static
 
 
@@ -268,7 +273,12 @@ def fit(
     train, held_out, static = _prepare(cfg)
     ctx = distributed.setup()
     try:
-        return _fit(cfg, train, held_out, static, ctx, resume=resume, on_batch=on_batch)
+        result = _fit(cfg, train, held_out, static, ctx, resume=resume, on_batch=on_batch)
+        if ctx is not None:
+            # Every process reaches the end before any tears the group down: a process that
+            # destroys its gloo group while another still talks to it aborts the other one.
+            ctx.barrier()
+        return result
     finally:
         if ctx is not None:
             ctx.close()
@@ -317,21 +327,61 @@ def _held_out_accuracy(
     )
 
 
-def _fit(
-    cfg: TrainConfig,
-    train: data.ImageDataset,
-    held_out: data.ImageDataset,
-    static: list[nn.Module],
-    ctx: distributed.Context | None,
-    *,
-    resume: bool,
-    on_batch: Callable[[int, int], None] | None,
-) -> FitResult:
-    """The body of :func:`fit` once the data is loaded (``ctx``: the process group, if any)."""
-    main = ctx is None or ctx.is_main
-    world = 1 if ctx is None else ctx.world_size
-    if ctx is not None:
-        distributed.per_process_batch(cfg.batch_size, world)
+@dataclass
+class _Run:
+    """What one run carries from epoch to epoch; all of it is in ``checkpoint.pt``.
+
+    Attributes:
+        cfg: the settings.
+        ctx: the process group (None for one process).
+        out: the output folder.
+        model: the model being trained (attacks use it directly).
+        net: what training forward passes go through (``model`` or its DDP wrapper).
+        optimizer, scheduler: the optimiser and its learning-rate schedule.
+        step_fn: the method's batch step (with its own state: Free-AT's perturbation ...).
+        detector: the catastrophic-overfitting watch, holding the held-out history.
+        shuffle_gen, attack_gen: the random streams of batch order and attack starts.
+        warm_steps: batches over which ε ramps up (0: no warm-up).
+        epoch, step: epochs and optimiser steps done.
+        history: one metrics row per epoch done.
+    """
+
+    cfg: TrainConfig
+    ctx: distributed.Context | None
+    out: Path
+    model: nn.Module
+    net: nn.Module
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LambdaLR
+    step_fn: BatchStep
+    detector: OverfittingDetector
+    shuffle_gen: torch.Generator
+    attack_gen: torch.Generator
+    warm_steps: int
+    epoch: int = 0
+    step: int = 0
+    history: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def main(self) -> bool:
+        """This process writes the files (rank 0, or the only process)."""
+        return self.ctx is None or self.ctx.is_main
+
+    @property
+    def world(self) -> int:
+        """Number of processes training the model."""
+        return 1 if self.ctx is None else self.ctx.world_size
+
+
+def _resume_point(
+    cfg: TrainConfig, ctx: distributed.Context | None, *, resume: bool
+) -> dict[str, Any] | None:
+    """The checkpoint to continue from (None: a fresh run), after checking it fits this run.
+
+    Raises:
+        ConfigError: for a folder holding a checkpoint without ``resume``, or a checkpoint
+            written with other settings or another number of processes.
+    """
     out = Path(cfg.out)
     ckpt_path = out / CHECKPOINT
     if ckpt_path.exists() and not resume:
@@ -339,34 +389,45 @@ def _fit(
             f"{out} already holds a training checkpoint: resume it (--resume) or choose "
             "another output folder"
         )
-    saved: dict[str, Any] | None = None
-    if resume and ckpt_path.exists():
-        saved = models.read_checkpoint(ckpt_path)
-        before = saved["metadata"].get("config", {})
-        now = cfg.to_dict()
-        changed = sorted(
-            k for k in now if k not in _RESUME_FREE and before.get(k, now[k]) != now[k]
-        )
-        if changed:
-            raise ConfigError(
-                f"Cannot resume {ckpt_path}: settings differ from the interrupted run "
-                f"({', '.join(f'{k}: {before.get(k)!r} -> {now[k]!r}' for k in changed)})"
-            )
-        was, now_world = saved.get("distributed_world_size"), None if ctx is None else world
-        if was != now_world:
-
-            def launch(n: int | None) -> str:
-                return "a one-process run" if n is None else f"a distributed run of {n} process(es)"
-
-            raise ConfigError(
-                f"Cannot resume {ckpt_path}: it was written by {launch(was)}, this is "
-                f"{launch(now_world)} (the data order depends on the launch: resume it the "
-                "way it started, e.g. with the same torchrun --nproc_per_node)"
-            )
-    elif resume:
+    if not resume:
+        return None
+    if not ckpt_path.exists():
         log.warning("no checkpoint in %s: starting a fresh run", out)
+        return None
+    saved = models.read_checkpoint(ckpt_path)
+    before = saved["metadata"].get("config", {})
+    now = cfg.to_dict()
+    changed = sorted(k for k in now if k not in _RESUME_FREE and before.get(k, now[k]) != now[k])
+    if changed:
+        raise ConfigError(
+            f"Cannot resume {ckpt_path}: settings differ from the interrupted run "
+            f"({', '.join(f'{k}: {before.get(k)!r} -> {now[k]!r}' for k in changed)})"
+        )
+    was, now_world = saved.get("distributed_world_size"), None if ctx is None else ctx.world_size
+    if was != now_world:
 
-    method = get_method(cfg.method)
+        def launch(n: int | None) -> str:
+            return "a one-process run" if n is None else f"a distributed run of {n} process(es)"
+
+        raise ConfigError(
+            f"Cannot resume {ckpt_path}: it was written by {launch(was)}, this is "
+            f"{launch(now_world)} (the data order depends on the launch: resume it the "
+            "way it started, e.g. with the same torchrun --nproc_per_node)"
+        )
+    return saved
+
+
+def _start(
+    cfg: TrainConfig,
+    train: data.ImageDataset,
+    static: list[nn.Module],
+    ctx: distributed.Context | None,
+) -> _Run:
+    """Seed everything and build the model, optimiser, schedule and method of a fresh run.
+
+    The order of the random draws (seeds, model initialisation, the method's own models) is
+    part of the run's identity: the same seed gives the same weights.
+    """
     torch.manual_seed(cfg.seed)
     random.seed(cfg.seed)
     np.random.seed(cfg.seed)
@@ -375,12 +436,11 @@ def _fit(
     if ctx is None:
         batches = math.ceil(len(train) / cfg.batch_size)
     else:
-        batches = distributed.steps_per_epoch(len(train), cfg.batch_size, world)
+        batches = distributed.steps_per_epoch(len(train), cfg.batch_size, ctx.world_size)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, make_schedule(cfg.schedule, cfg.epochs * batches)
     )
-    step_fn: BatchStep = method.build(cfg, static)
-    warm_steps = math.ceil(cfg.eps_warmup * batches)
+    step_fn = get_method(cfg.method).build(cfg, static)
     shuffle_gen = torch.Generator().manual_seed(cfg.seed)
     attack_gen = torch.Generator().manual_seed(cfg.seed + 7919)
     if ctx is not None and ctx.rank > 0:
@@ -391,156 +451,160 @@ def _fit(
         random.seed(offset)
         np.random.seed(offset)
         attack_gen.manual_seed(offset + 7919)
-    detector = OverfittingDetector(drop=cfg.overfit_drop, gap=cfg.overfit_gap)
-    start_epoch, step = 0, 0
-    history: list[dict[str, Any]] = []
-    if main:
-        out.mkdir(parents=True, exist_ok=True)
-    if saved is not None:
-        model.load_state_dict(saved["state_dict"])
-        optimizer.load_state_dict(saved["optimizer"])
-        scheduler.load_state_dict(saved["scheduler"])
-        step_fn.load_state_dict(
-            saved["method_state"] if ctx is None else saved["method_state_per_rank"][ctx.rank]
-        )
-        detector.load_state_dict(saved["detector"])
-        rng = saved["rng"] if ctx is None else saved["rng_per_rank"][ctx.rank]
-        _set_rng_state(rng, shuffle_gen, attack_gen)
-        start_epoch, step = int(saved["epoch"]), int(saved["step"])
-        if main:
-            history = _truncate_logs(out, start_epoch)
-            log.info("resuming %s after epoch %d (step %d)", out, start_epoch, step)
-        if ctx is not None:
-            history = ctx.broadcast(history)
-    elif main:
-        for name in ("log.jsonl", "log.csv"):
-            (out / name).unlink(missing_ok=True)
-    # Training forward passes go through DDP (gradients all-reduced), attacks through `model`.
-    net: nn.Module = model if ctx is None else distributed.AttackAwareDDP(model)
+    return _Run(
+        cfg=cfg,
+        ctx=ctx,
+        out=Path(cfg.out),
+        model=model,
+        net=model,
+        optimizer=optimizer,
+        scheduler=scheduler,
+        step_fn=step_fn,
+        detector=OverfittingDetector(drop=cfg.overfit_drop, gap=cfg.overfit_gap),
+        shuffle_gen=shuffle_gen,
+        attack_gen=attack_gen,
+        warm_steps=math.ceil(cfg.eps_warmup * batches),
+    )
 
-    writer = _tensorboard(out, start_epoch + 1 if saved is not None else None) if main else None
-    threats = list(cfg.threats)
-    stopped = detector.collapsed and cfg.resolved_early_stop
-    epoch = start_epoch
-    try:
-        while epoch < cfg.epochs and not stopped:
-            epoch += 1
-            net.train()
-            started = time.perf_counter()
-            total, seen = 0.0, 0
-            bar = tqdm(
-                total=len(train),
-                desc=f"epoch {epoch}/{cfg.epochs}",
-                unit="img",
-                disable=not (cfg.progress and main),
-                leave=False,
-            )
-            for xb, yb in _epoch_batches(train, cfg, epoch, shuffle_gen, ctx):
-                if warm_steps:
-                    step_fn.eps_scale = min(1.0, (step + 1) / warm_steps)
-                loss = step_fn(net, optimizer, xb, yb, attack_gen)
-                scheduler.step()
-                step += 1
-                value = float(loss)
-                total += value * xb.shape[0]
-                seen += xb.shape[0]
-                bar.update(xb.shape[0] * world)
-                bar.set_postfix(loss=f"{value:.3f}")
-                if on_batch is not None:
-                    on_batch(epoch, step)
-            bar.close()
-            if ctx is not None:
-                total, seen_all = ctx.all_sum([total, seen])
-                seen = int(seen_all)
-            train_seconds = time.perf_counter() - started
-            model.eval()
-            acc = _held_out_accuracy(model, held_out, cfg, ctx)
-            row: dict[str, Any] = {
-                "epoch": epoch,
-                "step": step,
-                "lr": float(optimizer.param_groups[0]["lr"]),
-                "train_loss": total / max(seen, 1),
-                "clean_accuracy": acc["clean"],
-                **{f"robust_accuracy[{t}]": acc[t] for t in threats},
-                "union_accuracy": acc["union"],
-            }
-            if "fgsm_union" in acc:
-                row.update({f"fgsm_accuracy[{t}]": acc[f"fgsm[{t}]"] for t in threats})
-                row["fgsm_union_accuracy"] = acc["fgsm_union"]
-            row["train_seconds"] = train_seconds
-            collapsed = detector.update(acc["union"], acc.get("fgsm_union"))
-            row["catastrophic_overfitting"] = collapsed
-            history.append(row)
-            # Per-process states (RNGs, Free-AT's perturbation of its own shard) for resume.
-            rngs, states = [_rng_state(shuffle_gen, attack_gen)], [step_fn.state_dict()]
-            if ctx is not None:
-                rngs, states = ctx.gather(rngs[0]), ctx.gather(states[0])
-            if not main:  # only rank 0 logs and writes files; all stop together
-                stopped = collapsed and cfg.resolved_early_stop
-                continue
-            log.info(
-                "epoch %d: loss %.4f clean %.3f union %.3f",
-                epoch,
-                row["train_loss"],
-                acc["clean"],
-                acc["union"],
-            )
-            _append_logs(out, row, writer)
-            meta = {"method": cfg.method, "config": cfg.to_dict(), "epoch": epoch, "metrics": row}
-            if detector.best_index == len(detector.history) - 1:
-                models.save(model, out / BEST, dataset=cfg.dataset, metadata=meta)
-            models.save(
-                model,
-                ckpt_path,
-                dataset=cfg.dataset,
-                metadata=meta,
-                extra={
-                    "optimizer": optimizer.state_dict(),
-                    "scheduler": scheduler.state_dict(),
-                    "method_state": states[0],
-                    "method_state_per_rank": states,
-                    "detector": detector.state_dict(),
-                    "rng": rngs[0],
-                    "rng_per_rank": rngs,
-                    "distributed_world_size": None if ctx is None else world,
-                    "epoch": epoch,
-                    "step": step,
-                },
-            )
-            if collapsed and cfg.resolved_early_stop:
-                log.warning(
-                    "catastrophic overfitting at epoch %d: held-out robust accuracy %.3f "
-                    "(single-step %s), best %.3f at epoch %d; stopping and keeping the best "
-                    "weights",
-                    epoch,
-                    acc["union"],
-                    f"{acc['fgsm_union']:.3f}" if "fgsm_union" in acc else "not measured",
-                    detector.best,
-                    detector.best_index + 1,
-                )
-                stopped = True
-    finally:
-        if writer is not None:
-            writer.close()
 
-    if stopped and (out / BEST).exists():
-        model.load_state_dict(models.read_checkpoint(out / BEST)["state_dict"])
+def _restore(run: _Run, saved: dict[str, Any] | None) -> None:
+    """Load the interrupted run's states into ``run`` (or clear the logs of a fresh one)."""
+    ctx, out = run.ctx, run.out
+    if saved is None:
+        if run.main:
+            for name in ("log.jsonl", "log.csv"):
+                (out / name).unlink(missing_ok=True)
+        return
+    run.model.load_state_dict(saved["state_dict"])
+    run.optimizer.load_state_dict(saved["optimizer"])
+    run.scheduler.load_state_dict(saved["scheduler"])
+    run.step_fn.load_state_dict(
+        saved["method_state"] if ctx is None else saved["method_state_per_rank"][ctx.rank]
+    )
+    run.detector.load_state_dict(saved["detector"])
+    rng = saved["rng"] if ctx is None else saved["rng_per_rank"][ctx.rank]
+    _set_rng_state(rng, run.shuffle_gen, run.attack_gen)
+    run.epoch, run.step = int(saved["epoch"]), int(saved["step"])
+    if run.main:
+        run.history = _truncate_logs(out, run.epoch)
+        log.info("resuming %s after epoch %d (step %d)", out, run.epoch, run.step)
+    if ctx is not None:
+        run.history = ctx.broadcast(run.history)
+
+
+def _train_epoch(
+    run: _Run, train: data.ImageDataset, on_batch: Callable[[int, int], None] | None
+) -> tuple[float, float]:
+    """One pass over the training data; returns (mean training loss over all processes, seconds)."""
+    cfg, ctx = run.cfg, run.ctx
+    run.net.train()
+    started = time.perf_counter()
+    total, seen = 0.0, 0
+    bar = tqdm(
+        total=len(train),
+        desc=f"epoch {run.epoch}/{cfg.epochs}",
+        unit="img",
+        disable=not (cfg.progress and run.main),
+        leave=False,
+    )
+    for xb, yb in _epoch_batches(train, cfg, run.epoch, run.shuffle_gen, ctx):
+        if run.warm_steps:
+            run.step_fn.eps_scale = min(1.0, (run.step + 1) / run.warm_steps)
+        loss = run.step_fn(run.net, run.optimizer, xb, yb, run.attack_gen)
+        run.scheduler.step()
+        run.step += 1
+        value = float(loss)
+        total += value * xb.shape[0]
+        seen += xb.shape[0]
+        bar.update(xb.shape[0] * run.world)
+        bar.set_postfix(loss=f"{value:.3f}")
+        if on_batch is not None:
+            on_batch(run.epoch, run.step)
+    bar.close()
+    if ctx is not None:
+        total, seen_all = ctx.all_sum([total, seen])
+        seen = int(seen_all)
+    return total / max(seen, 1), time.perf_counter() - started
+
+
+def _epoch_row(
+    run: _Run, train_loss: float, acc: dict[str, float], train_seconds: float
+) -> dict[str, Any]:
+    """The log row of the epoch just done, its held-out accuracies ``acc`` included."""
+    threats = list(run.cfg.threats)
+    row: dict[str, Any] = {
+        "epoch": run.epoch,
+        "step": run.step,
+        "lr": float(run.optimizer.param_groups[0]["lr"]),
+        "train_loss": train_loss,
+        "clean_accuracy": acc["clean"],
+        **{f"robust_accuracy[{t}]": acc[t] for t in threats},
+        "union_accuracy": acc["union"],
+    }
+    if "fgsm_union" in acc:
+        row.update({f"fgsm_accuracy[{t}]": acc[f"fgsm[{t}]"] for t in threats})
+        row["fgsm_union_accuracy"] = acc["fgsm_union"]
+    row["train_seconds"] = train_seconds
+    return row
+
+
+def _checkpoint(run: _Run, row: dict[str, Any]) -> None:
+    """Write ``checkpoint.pt`` (and ``best.pt`` on a new best) after the epoch of ``row``.
+
+    Collective: every process contributes its RNG and method states; rank 0 writes.
+    """
+    ctx, cfg = run.ctx, run.cfg
+    # Per-process states (RNGs, Free-AT's perturbation of its own shard) for resume.
+    rngs = [_rng_state(run.shuffle_gen, run.attack_gen)]
+    states = [run.step_fn.state_dict()]
+    if ctx is not None:
+        rngs, states = ctx.gather(rngs[0]), ctx.gather(states[0])
+    if not run.main:
+        return
+    meta = {"method": cfg.method, "config": cfg.to_dict(), "epoch": run.epoch, "metrics": row}
+    if run.detector.best_index == len(run.detector.history) - 1:
+        models.save(run.model, run.out / BEST, dataset=cfg.dataset, metadata=meta)
+    models.save(
+        run.model,
+        run.out / CHECKPOINT,
+        dataset=cfg.dataset,
+        metadata=meta,
+        extra={
+            "optimizer": run.optimizer.state_dict(),
+            "scheduler": run.scheduler.state_dict(),
+            "method_state": states[0],
+            "method_state_per_rank": states,
+            "detector": run.detector.state_dict(),
+            "rng": rngs[0],
+            "rng_per_rank": rngs,
+            "distributed_world_size": None if ctx is None else run.world,
+            "epoch": run.epoch,
+            "step": run.step,
+        },
+    )
+
+
+def _finish(run: _Run, stopped: bool) -> FitResult:
+    """Write ``model.pt`` (the best weights after an early stop) and check the replicas."""
+    cfg, ctx, model = run.cfg, run.ctx, run.model
+    if stopped and (run.out / BEST).exists():
+        model.load_state_dict(models.read_checkpoint(run.out / BEST)["state_dict"])
     model.eval()
     final_meta: dict[str, Any] = {
         "method": cfg.method,
         "config": cfg.to_dict(),
-        "epochs_run": epoch,
+        "epochs_run": run.epoch,
         "stopped_early": stopped,
-        "best_epoch": detector.best_index + 1,
-        "history": history,
+        "best_epoch": run.detector.best_index + 1,
+        "history": run.history,
     }
     checksums: list[str] = []
     if ctx is not None:
         # DDP keeps the replicas equal; check it rather than trust it.
         checksums = ctx.gather(distributed.weights_checksum(model))
-        final_meta["distributed"] = {"world_size": world, "weights_sha256": checksums}
-    if main:
-        models.save(model, out / FINAL, dataset=cfg.dataset, metadata=final_meta)
+        final_meta["distributed"] = {"world_size": run.world, "weights_sha256": checksums}
+    if run.main:
+        models.save(model, run.out / FINAL, dataset=cfg.dataset, metadata=final_meta)
     if len(set(checksums)) > 1:
         raise RuntimeError(
             f"Distributed training ended with different weights on different processes "
@@ -548,10 +612,79 @@ def _fit(
         )
     return FitResult(
         model=model,
-        out=out,
-        history=history,
+        out=run.out,
+        history=run.history,
         stopped_early=stopped,
-        best_epoch=detector.best_index + 1,
+        best_epoch=run.detector.best_index + 1,
         rank=0 if ctx is None else ctx.rank,
-        world_size=world,
+        world_size=run.world,
     )
+
+
+def _fit(
+    cfg: TrainConfig,
+    train: data.ImageDataset,
+    held_out: data.ImageDataset,
+    static: list[nn.Module],
+    ctx: distributed.Context | None,
+    *,
+    resume: bool,
+    on_batch: Callable[[int, int], None] | None,
+) -> FitResult:
+    """The body of :func:`fit` once the data is loaded (``ctx``: the process group, if any):
+    resume point -> fresh start -> restore -> epochs (train, held-out metrics, log,
+    checkpoint) -> final model."""
+    if ctx is not None:
+        distributed.per_process_batch(cfg.batch_size, ctx.world_size)
+    saved = _resume_point(cfg, ctx, resume=resume)
+    run = _start(cfg, train, static, ctx)
+    if run.main:
+        run.out.mkdir(parents=True, exist_ok=True)
+        if resume:  # a crash in the middle of a checkpoint write leaves its temporary file
+            for stale in remove_stale_temps(run.out):
+                log.info("removed %s, left by an interrupted write", stale)
+    _restore(run, saved)
+    # Training forward passes go through DDP (gradients all-reduced), attacks through `model`.
+    if ctx is not None:
+        run.net = distributed.AttackAwareDDP(run.model)
+    writer = (
+        _tensorboard(run.out, run.epoch + 1 if saved is not None else None) if run.main else None
+    )
+    stop_on_collapse = cfg.resolved_early_stop
+    stopped = run.detector.collapsed and stop_on_collapse
+    try:
+        while run.epoch < cfg.epochs and not stopped:
+            run.epoch += 1
+            train_loss, train_seconds = _train_epoch(run, train, on_batch)
+            run.model.eval()
+            acc = _held_out_accuracy(run.model, held_out, cfg, ctx)
+            row = _epoch_row(run, train_loss, acc, train_seconds)
+            collapsed = run.detector.update(acc["union"], acc.get("fgsm_union"))
+            row["catastrophic_overfitting"] = collapsed
+            run.history.append(row)
+            if run.main:
+                log.info(
+                    "epoch %d: loss %.4f clean %.3f union %.3f",
+                    run.epoch,
+                    row["train_loss"],
+                    acc["clean"],
+                    acc["union"],
+                )
+                _append_logs(run.out, row, writer)
+            _checkpoint(run, row)
+            stopped = collapsed and stop_on_collapse
+            if stopped and run.main:
+                log.warning(
+                    "catastrophic overfitting at epoch %d: held-out robust accuracy %.3f "
+                    "(single-step %s), best %.3f at epoch %d; stopping and keeping the best "
+                    "weights",
+                    run.epoch,
+                    acc["union"],
+                    f"{acc['fgsm_union']:.3f}" if "fgsm_union" in acc else "not measured",
+                    run.detector.best,
+                    run.detector.best_index + 1,
+                )
+    finally:
+        if writer is not None:
+            writer.close()
+    return _finish(run, stopped)

@@ -1,8 +1,9 @@
 """The registry of training methods: name -> how to train on one batch.
 
 ``methods()`` lists the names the fit loop and ``multirobust train --method`` accept. Each
-method turns a :class:`TrainConfig` into a :class:`BatchStep`: a callable doing one training
-step (attack, loss, backward, optimiser step) on one batch, with a state for checkpoints.
+method turns the run's settings (:class:`MethodSettings`, which a ``TrainConfig`` has) into a
+:class:`BatchStep`: a callable doing one training step (attack, loss, backward, optimiser step)
+on one batch, with a state for checkpoints.
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from functools import partial
-from typing import Any
+from typing import Any, Protocol
 
 import torch
 from torch import nn
@@ -18,11 +19,45 @@ from torch import nn
 from .. import models
 from ..threats import L1Ball, LpBall
 from . import objectives as obj
-from .config import TrainConfig
 
-__all__ = ["BatchStep", "Method", "get_method", "methods", "scale_threat"]
+__all__ = ["BatchStep", "Method", "MethodSettings", "get_method", "methods", "scale_threat"]
 
 LossFn = Callable[..., torch.Tensor]
+
+
+class MethodSettings(Protocol):
+    """The settings a method is built from; :class:`~multirobust.training.TrainConfig` has them.
+
+    A protocol rather than the config class itself, so that the config (which checks a method
+    name against this registry) sits above the registry and nothing imports back.
+    """
+
+    @property
+    def arch(self) -> str: ...
+    @property
+    def dataset(self) -> str: ...
+    @property
+    def activation(self) -> str: ...
+    @property
+    def threats(self) -> list[str]: ...
+    @property
+    def steps(self) -> int: ...
+    @property
+    def step_size(self) -> float | None: ...
+    @property
+    def beta(self) -> float: ...
+    @property
+    def replays(self) -> int: ...
+    @property
+    def temperature(self) -> float: ...
+    @property
+    def optimiser(self) -> str: ...
+    @property
+    def momentum(self) -> float: ...
+    @property
+    def weight_decay(self) -> float: ...
+    @property
+    def resolved_lr(self) -> float: ...
 
 
 class BatchStep:
@@ -112,7 +147,7 @@ class _FreeStep(BatchStep):
         self.free.load_state_dict(state)
 
 
-def make_optimizer(cfg: TrainConfig, params: Iterable[nn.Parameter]) -> torch.optim.Optimizer:
+def make_optimizer(cfg: MethodSettings, params: Iterable[nn.Parameter]) -> torch.optim.Optimizer:
     """The optimiser ``cfg`` names (``sgd`` with momentum, or ``adam``) at its peak rate."""
     if cfg.optimiser == "sgd":
         return torch.optim.SGD(
@@ -133,7 +168,7 @@ class _DistillStep(BatchStep):
     student learns from a converged teacher, as in the paper.
     """
 
-    def __init__(self, cfg: TrainConfig) -> None:
+    def __init__(self, cfg: MethodSettings) -> None:
         self.temperature = float(cfg.temperature)
         self.eps_scale = 1.0  # no threat inside training: ε warm-up has nothing to scale
         self.teacher = models.for_dataset(cfg.arch, cfg.dataset, activation=cfg.activation)
@@ -184,45 +219,50 @@ class Method:
         summary: one line: what it does and the paper.
         threat_count: (minimum, maximum or None) number of threat models it takes.
         build: ``build(config, static_models) -> BatchStep``.
+        single_step: it trains on one-step attacks, which can overfit catastrophically: the
+            fit loop measures held-out FGSM accuracy and stops early by default.
+        eps_warmup: it accepts an ε warm-up (its BatchStep scales its threats).
     """
 
     name: str
     summary: str
     threat_count: tuple[int, int | None]
-    build: Callable[[TrainConfig, list[nn.Module]], BatchStep]
+    build: Callable[[MethodSettings, list[nn.Module]], BatchStep]
+    single_step: bool = False
+    eps_warmup: bool = True
 
 
-def _standard(cfg: TrainConfig, static: list[nn.Module]) -> BatchStep:
+def _standard(cfg: MethodSettings, static: list[nn.Module]) -> BatchStep:
     def loss(model: nn.Module, x: torch.Tensor, y: torch.Tensor, **kw: Any) -> torch.Tensor:
         return obj.standard_loss(model, x, y, stats=kw.get("stats"))
 
     return BatchStep(loss)
 
 
-def _single(fn: LossFn, **extra: Any) -> Callable[[TrainConfig, list[nn.Module]], BatchStep]:
-    def build(cfg: TrainConfig, static: list[nn.Module]) -> BatchStep:
+def _single(fn: LossFn, **extra: Any) -> Callable[[MethodSettings, list[nn.Module]], BatchStep]:
+    def build(cfg: MethodSettings, static: list[nn.Module]) -> BatchStep:
         opts = {k: getattr(cfg, v) for k, v in extra.items()}
         return BatchStep(partial(fn, threat=cfg.threats[0], step_size=cfg.step_size, **opts))
 
     return build
 
 
-def _multi(fn: LossFn) -> Callable[[TrainConfig, list[nn.Module]], BatchStep]:
-    def build(cfg: TrainConfig, static: list[nn.Module]) -> BatchStep:
+def _multi(fn: LossFn) -> Callable[[MethodSettings, list[nn.Module]], BatchStep]:
+    def build(cfg: MethodSettings, static: list[nn.Module]) -> BatchStep:
         return BatchStep(partial(fn, threats=list(cfg.threats), steps=cfg.steps))
 
     return build
 
 
-def _free(cfg: TrainConfig, static: list[nn.Module]) -> BatchStep:
+def _free(cfg: MethodSettings, static: list[nn.Module]) -> BatchStep:
     return _FreeStep(obj.FreeAT(cfg.threats[0], replays=cfg.replays, step_size=cfg.step_size))
 
 
-def _distillation(cfg: TrainConfig, static: list[nn.Module]) -> BatchStep:
+def _distillation(cfg: MethodSettings, static: list[nn.Module]) -> BatchStep:
     return _DistillStep(cfg)
 
 
-def _ensemble(cfg: TrainConfig, static: list[nn.Module]) -> BatchStep:
+def _ensemble(cfg: MethodSettings, static: list[nn.Module]) -> BatchStep:
     return BatchStep(
         partial(
             obj.ensemble_at_loss,
@@ -237,7 +277,11 @@ _REGISTRY: dict[str, Method] = {
     m.name: m
     for m in (
         Method(
-            "standard", "clean cross-entropy (empirical risk minimisation)", (1, None), _standard
+            "standard",
+            "clean cross-entropy (empirical risk minimisation)",
+            (1, None),
+            _standard,
+            eps_warmup=False,
         ),
         Method(
             "pgd",
@@ -245,12 +289,19 @@ _REGISTRY: dict[str, Method] = {
             (1, 1),
             _single(obj.pgd_at_loss, steps="steps"),
         ),
-        Method("free", "free adversarial training, m replays (Shafahi et al. 2019)", (1, 1), _free),
+        Method(
+            "free",
+            "free adversarial training, m replays (Shafahi et al. 2019)",
+            (1, 1),
+            _free,
+            eps_warmup=False,
+        ),
         Method(
             "fast",
             "FGSM with random start, alpha = 1.25 eps (Wong et al. 2020)",
             (1, 1),
             _single(obj.fast_at_loss),
+            single_step=True,
         ),
         Method(
             "trades",

@@ -13,6 +13,12 @@ per-batch diagnostics (detached tensors, no host synchronisation): ``"adv_logits
 the multi-perturbation objectives, ``"threat_index"`` (which threat each example was trained
 on). Randomness comes only from ``generator``.
 
+Every objective moves its perturbation with the threat's one projected steepest-ascent step,
+``threat.step(x_adv, x, grad, step_size)`` = Π_{B(x,ε)∩[0,1]}(x_adv + α·s(grad)), where s is
+the norm's steepest-ascent direction with the coordinates the box blocks left out, and takes
+input gradients from :func:`multirobust.attacks.gradients.input_gradient`: the same update
+rule as PGD, written once.
+
 Free adversarial training updates the weights itself (one backward pass serves both the
 weights and the perturbation), so it is the small stateful object :class:`FreeAT`.
 """
@@ -28,8 +34,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..attacks import pgd_perturb
+from ..attacks.gradients import input_gradient
+from ..models.state import attack_mode
 from ..threats import LpBall, Threat, Union, parse
-from .mode import attack_mode
 
 __all__ = [
     "FreeAT",
@@ -107,15 +114,6 @@ def _step_sizes(
         t.default_step_size(steps) if s is None else float(_check_step_size(s) or 0.0)
         for t, s in zip(threats, step_sizes, strict=True)
     ]
-
-
-def _input_grad(model: nn.Module, x_adv: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """Gradient of the summed cross-entropy with respect to the input (one forward+backward)."""
-    x_adv = x_adv.detach().requires_grad_(True)
-    with torch.enable_grad():
-        value = F.cross_entropy(model(x_adv), y, reduction="sum")
-        (grad,) = torch.autograd.grad(value, x_adv)
-    return grad
 
 
 def _record(stats: dict[str, Any] | None, **values: Any) -> None:
@@ -242,15 +240,18 @@ def trades_loss(
     with attack_mode(model):
         with torch.no_grad():
             p_clean = F.softmax(model(x), dim=1)
+
+        def kl_to_clean(
+            logits: torch.Tensor, y: torch.Tensor, targets: torch.Tensor | None = None
+        ) -> torch.Tensor:
+            return F.kl_div(F.log_softmax(logits, dim=1), p_clean, reduction="none").sum(1)
+
         noise = torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
         x_adv = tm.project(x + 0.001 * noise, x)
         for _ in range(steps):
-            x_adv = x_adv.detach().requires_grad_(True)
-            with torch.enable_grad():
-                kl = F.kl_div(F.log_softmax(model(x_adv), dim=1), p_clean, reduction="sum")
-                (grad,) = torch.autograd.grad(kl, x_adv)
+            grad, _, _ = input_gradient(model, x_adv, y, kl_to_clean)
             with torch.no_grad():
-                x_adv = tm.project(x_adv + alpha * tm.steepest_ascent(grad, x_adv), x)
+                x_adv = tm.step(x_adv, x, grad, alpha)
     x_adv = x_adv.detach()
     logits = model(x)
     adv_logits = model(x_adv)
@@ -297,9 +298,9 @@ def fast_at_loss(
     x = x.detach()
     with attack_mode(model):
         x0 = tm.random_init(x, generator)
-        grad = _input_grad(model, x0, y)
+        grad, _, _ = input_gradient(model, x0, y)
         with torch.no_grad():
-            x_adv = tm.project(x0 + alpha * tm.steepest_ascent(grad, x0), x)
+            x_adv = tm.step(x0, x, grad, alpha)
     logits = model(x_adv)
     _record(stats, adv_logits=logits)
     return F.cross_entropy(logits, y)
@@ -318,6 +319,11 @@ class FreeAT:
     The input gradient comes from the training forward pass, so unlike the other objectives
     the perturbation is computed in the model's training mode: that shared pass is what makes
     the method free.
+
+    The update is ``threat.step`` like every other objective's, so s leaves out the
+    coordinates the box blocks. Under ℓ∞ that changes nothing (clipping undoes such a move);
+    under ℓ2 and ℓ1 the whole step goes to coordinates that can move. (Versions before the
+    shared step used a direction that ignored the box: their ℓ2/ℓ1 Free-AT runs differ.)
 
     Args:
         threat: an ℓp ball, object or text.
@@ -381,8 +387,7 @@ class FreeAT:
             optimizer.step()
             assert x_adv.grad is not None
             with torch.no_grad():
-                moved = tm.project(x_adv + self.step_size * tm.steepest_ascent(x_adv.grad), x)
-                delta = moved - x
+                delta = tm.step(x_adv, x, x_adv.grad, self.step_size) - x
             total = total + loss.detach()
         self.delta = delta.detach()
         _record(stats, adv_logits=logits)
@@ -609,12 +614,9 @@ def msd_loss(
     index = torch.zeros_like(y)
     with attack_mode(model):
         for _ in range(steps):
-            grad = _input_grad(model, x_adv, y)
+            grad, _, _ = input_gradient(model, x_adv, y)
             with torch.no_grad():
-                candidates = [
-                    t.project(x_adv + a * t.steepest_ascent(grad, x_adv), x)
-                    for t, a in zip(tms, alphas, strict=True)
-                ]
+                candidates = [t.step(x_adv, x, grad, a) for t, a in zip(tms, alphas, strict=True)]
             x_adv, index = _worst(model, y, candidates)
     logits = model(x_adv)
     _record(stats, adv_logits=logits, threat_index=index)
@@ -672,9 +674,9 @@ def ensemble_at_loss(
     source = sources[pick]
     x = x.detach()
     with attack_mode(model), attack_mode(source):
-        grad = _input_grad(source, x, y)
+        grad, _, _ = input_gradient(source, x, y)
         with torch.no_grad():
-            x_adv = tm.project(x + alpha * tm.steepest_ascent(grad, x), x)
+            x_adv = tm.step(x, x, grad, alpha)
     logits = model(torch.cat([x, x_adv]))
     n = x.shape[0]
     clean = F.cross_entropy(logits[:n], y)

@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from ..attacks import pgd_perturb
-from .mode import attack_mode
+from ..models.state import attack_mode
 from .objectives import ThreatLike, as_lp_balls
 
 __all__ = ["OverfittingDetector", "robust_accuracy"]

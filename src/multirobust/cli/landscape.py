@@ -1,7 +1,7 @@
 """``multirobust landscape``: input- and weight-space loss landscapes of a checkpoint.
 
-The command only parses options and calls :func:`multirobust.landscape.run.run_landscapes`;
-the integrator moves it to ``multirobust/cli/landscape.py`` once the ``cli`` package exists.
+The command only parses options and calls :func:`multirobust.landscape.run_landscapes`
+(docs/landscapes.md).
 """
 
 from __future__ import annotations
@@ -11,24 +11,17 @@ from pathlib import Path
 import click
 
 from .. import threats
-from .._cliutil import dataset_of, load_data, load_model
-from .run import run_landscapes
+from ..landscape import run_landscapes
+from . import options
+from ._common import DataSource, ModelSource, load_examples, load_model, writable_out
+
+__all__ = ["command"]
 
 
 @click.command("landscape")
-@click.option(
-    "--checkpoint",
-    required=True,
-    type=click.Path(dir_okay=False),
-    help="Checkpoint written by multirobust (models.save).",
-)
-@click.option(
-    "--threat",
-    "threat_texts",
-    multiple=True,
-    required=True,
-    help="An lp threat: linf:0.3, l2:2, l1:10. Repeatable.",
-)
+@options.model_source()
+@options.data_source()
+@options.threats(required=True, help="An lp threat: linf:0.3, l2:2, l1:10. Repeatable.")
 @click.option(
     "--examples",
     type=click.IntRange(min=1),
@@ -37,9 +30,8 @@ from .run import run_landscapes
     help="Number of examples: the first ones of the split from --start.",
 )
 @click.option("--start", type=click.IntRange(min=0), default=0, show_default=True)
-@click.option("--out", required=True, type=click.Path(file_okay=False), help="Output folder.")
-@click.option("--dataset", default=None, help="Dataset name (default: the checkpoint's).")
-@click.option("--split", default="test", show_default=True)
+@options.out(required=True, help="Output folder.")
+@options.split()
 @click.option(
     "--points",
     type=click.IntRange(min=2),
@@ -95,23 +87,21 @@ from .run import run_landscapes
 )
 @click.option("--weight-adv-examples", type=click.IntRange(min=1), default=100, show_default=True)
 @click.option("--weight-adv-steps", type=click.IntRange(min=1), default=10, show_default=True)
-@click.option(
-    "--resume",
-    is_flag=True,
-    help="Reuse the per-example results already in OUT/grids made with the same settings.",
+@options.resume(
+    help="Reuse the per-example results already in OUT/grids made with the same settings."
 )
 @click.option("--svg/--no-svg", default=True, show_default=True, help="Also write SVG figures.")
-@click.option("--batch-size", type=click.IntRange(min=1), default=1024, show_default=True)
-@click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True)
-@click.option("--data-root", default=None, help="Data folder (default: $MULTIROBUST_DATA).")
-@click.option("--quiet", is_flag=True, help="No progress bars.")
+@options.batch_size(default=1024, help="Grid points per forward pass.")
+@options.seed()
+@options.data_root()
+@options.quiet()
 def command(
-    checkpoint: str,
+    model_source: ModelSource,
+    data_source: DataSource,
     threat_texts: tuple[str, ...],
     examples: int,
     start: int,
     out: str,
-    dataset: str | None,
     split: str,
     points: int,
     radius: float,
@@ -141,15 +131,19 @@ def command(
         weight_tm = threats.parse(weight_threat) if weight_threat else None
     except (ValueError, TypeError) as err:
         raise click.ClickException(str(err)) from None
-    model = load_model(checkpoint)
-    name = dataset_of(model, dataset)
-    ds = load_data(name, split, start + examples, data_root, download=False)
+    writable_out(out)
+    model = load_model(model_source)
+    ds = load_examples(data_source, model, split, start + examples, data_root, download=False)
     if len(ds) <= start:
-        raise click.ClickException(f"--start {start} is past the end of the {split} split")
+        raise click.ClickException(
+            f"--start {start} is past the end of {ds.name} {split} ({len(ds)} examples)"
+        )
     x, y = ds.images[start:], ds.labels[start:]
     weight_data = None
     if weight_space:
-        wds = load_data(name, weight_split, weight_examples, data_root, download=False)
+        wds = load_examples(
+            data_source, model, weight_split, weight_examples, data_root, download=False
+        )
         weight_data = (wds.images, wds.labels)
     try:
         report = run_landscapes(
@@ -171,7 +165,7 @@ def command(
             weight_threat=weight_tm,
             weight_adv_examples=weight_adv_examples,
             weight_adv_steps=weight_adv_steps,
-            settings={"checkpoint": str(checkpoint), "dataset": name, "split": split},
+            settings={"checkpoint": str(model_source), "dataset": ds.name, "split": split},
             progress=not quiet,
         )
         report.write(out, svg=svg)

@@ -10,6 +10,12 @@ One evaluation is one row, identified by the model and data fingerprints, the th
 preset, the number of examples and the seed: recording the same evaluation again updates its
 row instead of adding a duplicate. Every write is one transaction (all of it or nothing), and a
 file that is not a multirobust leaderboard is refused with a clear error, never overwritten.
+
+Several processes may record at once (parallel evaluations ending together, a sweep): writes take
+the database's write lock at the start of their transaction (``BEGIN IMMEDIATE``), the schema of
+a new database is created inside one such transaction after checking again that nobody else
+created it first, and a write that still finds the database busy is retried a bounded number of
+times.
 """
 
 from __future__ import annotations
@@ -19,18 +25,36 @@ import json
 import math
 import os
 import sqlite3
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from ..evaluation.report import EvaluationReport
+
+__all__ = [
+    "APPLICATION_ID",
+    "SCHEMA_VERSION",
+    "Entry",
+    "Leaderboard",
+    "LeaderboardError",
+    "default_path",
+    "format_table",
+]
+
+T = TypeVar("T")
 
 #: SQLite ``PRAGMA application_id`` of our databases ("mrlb").
 APPLICATION_ID = 0x6D726C62
 SCHEMA_VERSION = 1
+
+#: How long one statement waits for another process's lock, and how often a write that still
+#: finds the database busy is tried again (with a growing pause) before giving up.
+BUSY_TIMEOUT_S = 30.0
+BUSY_RETRIES = 5
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS results (
@@ -141,10 +165,17 @@ def _json_float(value: float) -> Any:
     return value if math.isfinite(value) else str(value)
 
 
+def _busy(err: sqlite3.Error) -> bool:
+    """Whether ``err`` says another process holds the lock (worth trying again)."""
+    text = str(err).lower()
+    return isinstance(err, sqlite3.OperationalError) and ("locked" in text or "busy" in text)
+
+
 class Leaderboard:
     """The leaderboard database at ``path`` (created on first use).
 
-    Use as a context manager, or call :meth:`close`.
+    Use as a context manager, or call :meth:`close`. Safe to open and write from several
+    processes at once.
 
     Raises:
         LeaderboardError: the file is not an SQLite database, or is one of another program.
@@ -156,11 +187,13 @@ class Leaderboard:
             raise LeaderboardError(f"Leaderboard path {self.path} is a folder, not a file")
         self.path.parent.mkdir(parents=True, exist_ok=True)
         try:
-            self._conn = sqlite3.connect(self.path, timeout=30)
+            # Autocommit mode: every transaction is opened explicitly (_write), so it can take
+            # the write lock before it reads what it is about to change.
+            self._conn = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_S, isolation_level=None)
         except sqlite3.Error as err:
             raise LeaderboardError(f"Cannot open leaderboard {self.path}: {err}") from None
         try:
-            self._initialise()
+            self._retry(self._initialise)
         except sqlite3.DatabaseError as err:
             self._conn.close()
             raise LeaderboardError(
@@ -172,23 +205,68 @@ class Leaderboard:
             self._conn.close()
             raise
 
-    def _initialise(self) -> None:
+    def _retry(self, action: Callable[[], T]) -> T:
+        """``action()``, tried again after a pause while the database stays busy."""
+        for attempt in range(BUSY_RETRIES):
+            try:
+                return action()
+            except sqlite3.Error as err:
+                if not _busy(err) or attempt == BUSY_RETRIES - 1:
+                    raise
+                time.sleep(0.05 * 2**attempt)
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    @contextmanager
+    def _write(self) -> Iterator[sqlite3.Connection]:
+        """One transaction holding the write lock from its first statement; rolled back on
+        any exception."""
         conn = self._conn
-        app_id = conn.execute("PRAGMA application_id").fetchone()[0]
-        tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield conn
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        conn.execute("COMMIT")
+
+    def _identity(self) -> tuple[int, set[str]]:
+        """The database's application id and table names, read in one snapshot."""
+        conn = self._conn
+        # Outside a transaction each statement would see the database as it is then: a
+        # schema committed between the two reads would look like a foreign database.
+        own = not conn.in_transaction
+        if own:
+            conn.execute("BEGIN")
+        try:
+            app_id = int(conn.execute("PRAGMA application_id").fetchone()[0])
+            tables = {
+                r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")
+            }
+        finally:
+            if own:
+                conn.execute("COMMIT")
+        return app_id, tables
+
+    def _initialise(self) -> None:
+        app_id, tables = self._identity()
         if app_id == 0 and not tables:
-            with conn:
-                conn.execute(f"PRAGMA application_id = {APPLICATION_ID}")
-                conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
-                conn.execute(_SCHEMA)
-            return
+            # A new database. Another process may have found it empty too: whoever takes the
+            # write lock first creates the schema, the other sees it when it looks again
+            # inside its own transaction.
+            with self._write() as conn:
+                app_id, tables = self._identity()
+                if app_id == 0 and not tables:
+                    conn.execute(f"PRAGMA application_id = {APPLICATION_ID}")
+                    conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+                    conn.execute(_SCHEMA)
+                    return
         if app_id != APPLICATION_ID or "results" not in tables:
             raise LeaderboardError(
                 f"{self.path} is an SQLite database of another program (application id "
                 f"{app_id:#x}, tables: {', '.join(sorted(tables)) or 'none'}), not a multirobust "
                 "leaderboard. Pass another path with --db."
             )
-        version = conn.execute("PRAGMA user_version").fetchone()[0]
+        version = self._conn.execute("PRAGMA user_version").fetchone()[0]
         if version != SCHEMA_VERSION:
             raise LeaderboardError(
                 f"{self.path} is a multirobust leaderboard of schema version {version}; this "
@@ -202,24 +280,40 @@ class Leaderboard:
         self.close()
 
     def close(self) -> None:
+        """Close the connection."""
         self._conn.close()
 
-    @contextmanager
-    def _transaction(self) -> Iterator[sqlite3.Connection]:
-        try:
-            with self._conn:  # commits at the end, rolls back on any exception
-                yield self._conn
-        except sqlite3.Error as err:
-            raise LeaderboardError(
-                f"Writing leaderboard {self.path} failed and nothing was recorded: {err}"
-            ) from None
-
     def record(self, *entries: Entry) -> None:
-        """Add (or update) ``entries`` in one transaction."""
+        """Add (or update) ``entries`` in one transaction (retried while the database is busy).
+
+        Raises:
+            LeaderboardError: when the write fails; nothing of it is recorded then.
+        """
         now = datetime.now(UTC).isoformat(timespec="seconds")
-        with self._transaction() as conn:
-            for e in entries:
-                conn.execute(
+        rows = [
+            (
+                e.key,
+                e.label,
+                now,
+                e.report_path,
+                e.dataset,
+                e.n,
+                e.preset,
+                e.seed,
+                json.dumps(list(e.threats)),
+                e.clean_accuracy,
+                e.union_accuracy,
+                json.dumps(e.robust_accuracy),
+                json.dumps({k: _json_float(v) for k, v in e.min_distortion.items()}),
+                e.model_sha256,
+                e.data_sha256,
+            )
+            for e in entries
+        ]
+
+        def write() -> None:
+            with self._write() as conn:
+                conn.executemany(
                     """
                     INSERT INTO results VALUES
                         (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
@@ -231,24 +325,15 @@ class Leaderboard:
                         robust_accuracy = excluded.robust_accuracy,
                         min_distortion = excluded.min_distortion
                     """,
-                    (
-                        e.key,
-                        e.label,
-                        now,
-                        e.report_path,
-                        e.dataset,
-                        e.n,
-                        e.preset,
-                        e.seed,
-                        json.dumps(list(e.threats)),
-                        e.clean_accuracy,
-                        e.union_accuracy,
-                        json.dumps(e.robust_accuracy),
-                        json.dumps({k: _json_float(v) for k, v in e.min_distortion.items()}),
-                        e.model_sha256,
-                        e.data_sha256,
-                    ),
+                    rows,
                 )
+
+        try:
+            self._retry(write)
+        except sqlite3.Error as err:
+            raise LeaderboardError(
+                f"Writing leaderboard {self.path} failed and nothing was recorded: {err}"
+            ) from None
 
     def entries(self) -> list[Entry]:
         """All entries, best union robust accuracy first (then clean accuracy)."""

@@ -17,9 +17,6 @@ A fit needs at least two models with different clean accuracies; otherwise none 
 
 from __future__ import annotations
 
-import base64
-import html
-import io
 import json
 import math
 import os
@@ -29,7 +26,21 @@ from typing import Any
 
 import numpy as np
 
-from ..evaluation.report import EvaluationReport, write_atomic
+from ..atomic import write_atomic, write_bytes_atomic
+from ..evaluation.report import EvaluationReport
+from ..pages import esc, figure_png, img, page, pyplot
+
+__all__ = [
+    "CompareError",
+    "Model",
+    "compare",
+    "fit_distortion",
+    "fit_union",
+    "load_models",
+    "load_report",
+    "pareto_front",
+    "summarise",
+]
 
 
 class CompareError(ValueError):
@@ -215,11 +226,7 @@ def _signed(b: float) -> str:
 
 
 def _figure(models: list[Model], summary: dict[str, Any]) -> Any:
-    import matplotlib
-
-    matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     norms = sorted(summary["fits"]["min_distortion"])
     panels = 1 + len(norms)
     fig, axes = plt.subplots(1, panels, figsize=(5.0 * panels, 4.0), squeeze=False)
@@ -276,14 +283,10 @@ def _figure(models: list[Model], summary: dict[str, Any]) -> Any:
     return fig
 
 
+#: What the comparison page adds to the shared CSS (:data:`multirobust.pages.CSS`).
 _CSS = """
-body{font-family:system-ui,-apple-system,Segoe UI,Helvetica,Arial,sans-serif;margin:2em auto;
-max-width:1200px;color:#222;line-height:1.4;padding:0 1em}
-h1{font-size:1.6em}h2{font-size:1.25em;border-bottom:1px solid #ddd;padding-bottom:.2em}
-table{border-collapse:collapse;margin:.5em 0}th,td{border:1px solid #ccc;padding:.3em .7em;
-text-align:left}th{background:#f3f3f3}td.num{text-align:right;font-variant-numeric:tabular-nums}
+body{max-width:1200px}
 .warn{border-left:4px solid #d9822b;background:#fff7ec;padding:.5em 1em;margin:.6em 0}
-img{max-width:100%}.muted{color:#666}
 """
 
 
@@ -292,7 +295,6 @@ def _fmt(v: float) -> str:
 
 
 def _render(models: list[Model], summary: dict[str, Any], png: bytes) -> str:
-    esc = html.escape
     norms = sorted(summary["fits"]["min_distortion"])
     head = "<tr><th>model</th><th>dataset</th><th>n</th><th>clean accuracy</th>"
     head += "<th>union robust accuracy</th>"
@@ -333,15 +335,9 @@ def _render(models: list[Model], summary: dict[str, Any], png: bytes) -> str:
                 f'<td class="num">R² = {fit["r2"]:.3f}</td></tr>'
             )
     warnings = "".join(f'<div class="warn">{esc(w)}</div>' for w in summary["warnings"])
-    data = base64.b64encode(png).decode()
-    return f"""<!DOCTYPE html>
-<html lang="en"><head><meta charset="utf-8">
-<meta name="viewport" content="width=device-width, initial-scale=1">
-<title>multirobust model comparison</title><style>{_CSS}</style></head>
-<body>
-<h1>Accuracy and robustness of {len(models)} model(s)</h1>
+    body = f"""<h1>Accuracy and robustness of {len(models)} model(s)</h1>
 {warnings}
-<img alt="clean accuracy against robustness" src="data:image/png;base64,{data}">
+{img(png, "clean accuracy against robustness")}
 <h2>Models</h2><table id="models">{head}{"".join(rows)}</table>
 <p class="muted">A model is on a Pareto frontier when no other model has both a higher or equal
 clean accuracy and a higher or equal robustness (one of them strictly). Medians of the minimal
@@ -350,8 +346,8 @@ distortion are over all evaluated examples (0 for misclassified ones).</p>
 <p class="muted">Union: least-squares line. Minimal distortion: least squares of the median
 against ln(1 − clean accuracy), after Su et al. (2018), who found distortions to scale linearly
 with the logarithm of the classification error (the error is floored at half an example).</p>
-</body></html>
 """
+    return page("multirobust model comparison", body, css=_CSS)
 
 
 def compare(
@@ -366,16 +362,8 @@ def compare(
     summary = summarise(models)
     out_dir = Path(out)
     out_dir.mkdir(parents=True, exist_ok=True)
-    fig = _figure(models, summary)
-    import matplotlib.pyplot as plt
-
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
-    plt.close(fig)
-    png = buf.getvalue()
-    tmp = out_dir / f".compare.png.{os.getpid()}.tmp"
-    tmp.write_bytes(png)
-    os.replace(tmp, out_dir / "compare.png")
+    png = figure_png(_figure(models, summary))
+    write_bytes_atomic(out_dir / "compare.png", png)
     write_atomic(out_dir / "compare.json", json.dumps(summary, indent=1))
     write_atomic(out_dir / "compare.html", _render(models, summary, png))
     return models, summary

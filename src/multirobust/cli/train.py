@@ -6,10 +6,12 @@ from typing import Any
 
 import click
 
-from .config import ConfigError, TrainConfig, load_config
-from .methods import methods
+from ..training.config import ConfigError, TrainConfig, load_config
+from ..training.fit import fit
+from ..training.methods import methods
+from . import options
 
-__all__ = ["train_cmd"]
+__all__ = ["command"]
 
 
 @click.command("train")
@@ -63,10 +65,10 @@ __all__ = ["train_cmd"]
 @click.option("--limit", type=int, default=None, help="Train on the first N images only.")
 @click.option("--eval-n", type=int, default=None, help="Held-out images for per-epoch metrics.")
 @click.option("--eval-steps", type=int, default=None, help="PGD steps of per-epoch metrics.")
-@click.option("--data-root", default=None, help="Data folder (default: $MULTIROBUST_DATA).")
-@click.option("--resume", is_flag=True, help="Continue from OUT/checkpoint.pt.")
-@click.option("--quiet", is_flag=True, help="No progress bars.")
-def train_cmd(
+@options.data_root()
+@options.resume(help="Continue from OUT/checkpoint.pt.")
+@options.quiet()
+def command(
     config_path: str | None,
     threats: tuple[str, ...],
     static_models: tuple[str, ...],
@@ -75,8 +77,6 @@ def train_cmd(
     **flags: Any,
 ) -> None:
     """Train a model (standard or adversarial) with checkpoints, logs and --resume."""
-    from .fit import fit
-
     overrides: dict[str, Any] = dict(flags)
     overrides["threats"] = list(threats) or None
     overrides["static_models"] = list(static_models) or None

@@ -3,48 +3,33 @@
 from __future__ import annotations
 
 import logging
-from pathlib import Path
 
 import click
 
 from .. import threats
-from .._cliutil import dataset_of, load_data, load_model
-from ..threats import LpBall
-from . import distributed as _dist
-from . import presets
-from .curves import curve
-from .runner import evaluate
+from ..evaluation import distributed as _dist
+from ..evaluation import presets
+from ..evaluation.runner import evaluate
+from ..evaluation.threat_curves import threat_curves
+from ..reports.leaderboard import Entry, Leaderboard, LeaderboardError
+from . import options
+from ._common import DataSource, ModelSource, load_examples, load_model, writable_out
+
+__all__ = ["command"]
 
 log = logging.getLogger(__name__)
 
-#: Points of the accuracy-vs-ε curves, as multiples of the evaluated ε.
-CURVE_MULTIPLES = (0.0, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0)
-
 
 @click.command("evaluate")
-@click.option(
-    "--checkpoint",
-    required=True,
-    type=click.Path(dir_okay=False),
-    help="Checkpoint written by multirobust (models.save).",
-)
-@click.option("--dataset", default=None, help="Dataset name (default: the checkpoint's).")
-@click.option("--split", default="test", show_default=True)
-@click.option(
-    "--threat",
-    "threat_texts",
-    multiple=True,
-    required=True,
+@options.model_source()
+@options.data_source()
+@options.split()
+@options.threats(
     help="Threat model, e.g. linf:0.3, l2:2, l1:10, spatial:30,3, affine(linf:0.3,l1:10). "
-    "Repeatable; the union of all of them is reported too.",
+    "Repeatable; the union of all of them is reported too."
 )
-@click.option(
-    "--n",
-    "--num-examples",
-    "n",
-    type=click.IntRange(min=1),
-    default=1000,
-    show_default=True,
+@options.n(
+    aliases=("--num-examples",),
     help="Number of examples (the first n of the split). Under torchrun with Python 3.11 write "
     "--num-examples: torchrun's argument parser takes --n for an abbreviation of its own options.",
 )
@@ -55,19 +40,10 @@ CURVE_MULTIPLES = (0.0, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0)
     show_default=True,
     help="Attack ensemble strength.",
 )
-@click.option(
-    "--out",
-    required=True,
-    type=click.Path(file_okay=False),
-    help="Folder for report.json and report.html.",
-)
-@click.option(
-    "--resume",
-    is_flag=True,
-    help="Keep finished batches in OUT/partial and reuse them after an interruption.",
-)
-@click.option("--batch-size", type=click.IntRange(min=1), default=500, show_default=True)
-@click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True)
+@options.out(required=True, help="Folder for report.json and report.html.")
+@options.resume(help="Keep finished batches in OUT/partial and reuse them after an interruption.")
+@options.batch_size(default=500)
+@options.seed()
 @click.option(
     "--curves/--no-curves",
     default=True,
@@ -89,14 +65,9 @@ CURVE_MULTIPLES = (0.0, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0)
     help="Also search each example's minimal adversarial distortion in this norm (median and "
     "distribution in the report). Repeatable.",
 )
-@click.option(
-    "--db",
-    default=None,
-    type=click.Path(dir_okay=False),
-    help="Record the result in this leaderboard database (see `multirobust leaderboard`).",
-)
-@click.option("--data-root", default=None, help="Data folder (default: $MULTIROBUST_DATA).")
-@click.option("--quiet", is_flag=True, help="No progress bars.")
+@options.db(help="Record the result in this leaderboard database (see `multirobust leaderboard`).")
+@options.data_root()
+@options.quiet()
 @click.option(
     "--device",
     default="auto",
@@ -105,9 +76,9 @@ CURVE_MULTIPLES = (0.0, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0)
     "process joins the group (nccl on CUDA, gloo on CPU), evaluates its share of the batches "
     "and rank 0 writes the report.",
 )
-def evaluate_cmd(
-    checkpoint: str,
-    dataset: str | None,
+def command(
+    model_source: ModelSource,
+    data_source: DataSource,
     split: str,
     threat_texts: tuple[str, ...],
     n: int,
@@ -133,10 +104,9 @@ def evaluate_cmd(
         threat_list = [threats.parse(t) for t in threat_texts]
     except (ValueError, TypeError, FileNotFoundError) as err:
         raise click.ClickException(str(err)) from None
-    model = load_model(checkpoint)
-    dataset = dataset_of(model, dataset)
-    ds = load_data(dataset, split, n, data_root, download=False)
-    out_dir = Path(out)
+    out_dir = writable_out(out)
+    model = load_model(model_source)
+    ds = load_examples(data_source, model, split, n, data_root, download=False)
     try:
         dev = _dist.device_for(device)
         shard = _dist.init_from_env(dev) if _dist.launched() else None
@@ -157,27 +127,16 @@ def evaluate_cmd(
             distributed=shard is not None,
         )
         if curves:
-            eps_by_kind: dict[str, set[float]] = {}
-            for t in threat_list:
-                if isinstance(t, LpBall):
-                    eps_by_kind.setdefault(t.name, set()).update(
-                        round(k * t.eps, 6) for k in CURVE_MULTIPLES
-                    )
-            for kind, eps in sorted(eps_by_kind.items()):
-                report.curves.append(
-                    curve(
-                        model,
-                        ds.images[:curve_n],
-                        ds.labels[:curve_n],
-                        threat_type=kind,
-                        eps_list=sorted(eps),
-                        preset="quick",
-                        batch_size=batch_size,
-                        seed=seed,
-                        progress=not quiet,
-                        distributed=shard is not None,
-                    )
-                )
+            report.curves += threat_curves(
+                model,
+                ds.images[:curve_n],
+                ds.labels[:curve_n],
+                threat_list,
+                batch_size=batch_size,
+                seed=seed,
+                progress=not quiet,
+                distributed=shard is not None,
+            )
     except (ValueError, TypeError) as err:
         raise click.ClickException(str(err)) from None
     finally:
@@ -185,14 +144,12 @@ def evaluate_cmd(
             _dist.shutdown()
     if shard is not None and not shard.is_main:
         return
-    report.settings["checkpoint"] = str(checkpoint)
+    report.settings["checkpoint"] = str(model_source)
     report.to_json(out_dir / "report.json")
     report.to_html(out_dir / "report.html")
     click.echo(report.summary())
     click.echo(f"saved {out_dir / 'report.json'} and {out_dir / 'report.html'}")
     if db is not None:
-        from ..robustness.leaderboard import Entry, Leaderboard, LeaderboardError
-
         try:
             with Leaderboard(db) as board:
                 board.record(Entry.from_report(report, out_dir.name, out_dir / "report.json"))
