@@ -9,11 +9,11 @@ hooks on the model, and the expected cost ratio (F + 2B) / 3 under the usual rul
 backward pass costs about two forward passes.
 
     python benchmarks/training_cost.py [--batches 20] [--batch-size 128] [--steps 10]
-        [--replays 4] [--threats linf:0.3,l2:2,l1:10] [--repeats 3] [--methods pgd,max]
-        [--json OUT.json] [--markdown OUT.md]
+        [--method-steps max-apgd=3] [--replays 4] [--threats linf:0.3,l2:2,l1:10]
+        [--repeats 3] [--methods pgd,max] [--json OUT.json] [--markdown OUT.md]
 
-k = --steps, m = --replays, T = the number of --threats (used by max, avg, random and msd;
-the single-threat methods use the first). Free-AT replays each batch m times, so one of its
+k = --steps, m = --replays, T = the number of --threats (used by max, avg, random, msd and
+eat; the single-threat methods use the first). Free-AT replays each batch m times, so one of its
 epochs costs about m standard epochs; Shafahi et al. run epochs/m of them. Ensemble training
 draws its FGSM examples from an untrained copy of the architecture (the cost does not depend
 on the source's weights). Input-only backward passes (attack steps) skip the weight
@@ -65,6 +65,16 @@ THEORY: dict[str, Theory] = {
         k * (t + 1) + 1,
         k + 1,
         "k × (1 fwd+bwd + fwd over T·N candidates) + 1 training pass",
+    ),
+    "eat": lambda k, m, t: (
+        k + 2,
+        k + 1,
+        "k APGD steps on one drawn threat (no backward at the last) + 1 training pass",
+    ),
+    "max-apgd": lambda k, m, t: (
+        t * (k + 1) + 1,
+        t * k + 1,
+        "T × k APGD steps (worst picked from APGD's losses) + 1 training pass",
     ),
     "ensemble": lambda k, m, t: (3, 3, "FGSM on a source model + training on 2N (clean+adv)"),
     "distillation": lambda k, m, t: (
@@ -129,12 +139,14 @@ def _run(
 ) -> tuple[float, tuple[float, float] | None]:
     """Train a copy of ``init`` on ``batches`` with method ``name``; seconds (and pass counts)."""
     model = copy.deepcopy(init).train()
-    threats = args.threats if name in ("max", "avg", "random", "msd") else args.threats[:1]
+    # Methods that take several threats get them all; the single-threat ones the first.
+    several = get_method(name).threat_count[1] != 1
+    threats = args.threats if several else args.threats[:1]
     cfg = TrainConfig(
         arch=args.arch,
         method=name,
         threats=list(threats),
-        steps=args.steps,
+        steps=args.method_steps.get(name, args.steps),
         replays=args.replays,
         batch_size=args.batch_size,
         progress=False,
@@ -176,12 +188,13 @@ def measure(args: argparse.Namespace) -> list[dict[str, Any]]:
     base = med.get("standard")
     rows = []
     for n in names:
-        th = theory(n, args.steps, args.replays, len(args.threats))
+        th = theory(n, args.method_steps.get(n, args.steps), args.replays, len(args.threats))
         fwd, bwd = counted[n] or (float("nan"), float("nan"))
         rel = med[n] / base if base else None
         rows.append(
             {
                 "method": n,
+                "steps": args.method_steps.get(n, args.steps),
                 "theory_forward": th["forward"],
                 "theory_backward": th["backward"],
                 "theory_passes": th["passes"],
@@ -204,10 +217,15 @@ def markdown(rows: list[dict[str, Any]], header: str) -> str:
         header,
         "",
         "| method | theory fwd / bwd | counted fwd / bwd | theory cost | ms / batch "
-        "| measured cost vs standard | measured / theory |",
-        "|---|---|---|---|---|---|---|",
+        "| measured cost vs standard | measured / theory | measured vs pgd |",
+        "|---|---|---|---|---|---|---|---|",
     ]
+    steps = [r["steps"] for r in rows]
+    usual = max(set(steps), key=steps.count)
+    pgd = next((r["median_seconds"] for r in rows if r["method"] == "pgd"), None)
     for r in rows:
+        vs_pgd = "—" if pgd is None else f"{r['median_seconds'] / pgd:.2f}×"
+        name = r["method"] if r["steps"] == usual else f"{r['method']} (k={r['steps']})"
         rel = "—" if r["cost_vs_standard"] is None else f"{r['cost_vs_standard']:.2f}×"
         ratio = "—" if r["cost_over_theory"] is None else f"{r['cost_over_theory']:.2f}"
         passes = "?" if r["theory_passes"] is None else f"{r['theory_passes']:.2f}×"
@@ -217,8 +235,8 @@ def markdown(rows: list[dict[str, Any]], header: str) -> str:
             else (f"{r['theory_forward']} / {r['theory_backward']}")
         )
         lines.append(
-            f"| {r['method']} | {th} | {r['counted_forward']:g} / {r['counted_backward']:g} "
-            f"| {passes} | {r['ms_per_batch']:.1f} | {rel} | {ratio} |"
+            f"| {name} | {th} | {r['counted_forward']:g} / {r['counted_backward']:g} "
+            f"| {passes} | {r['ms_per_batch']:.1f} | {rel} | {ratio} | {vs_pgd} |"
         )
     lines += ["", "Theory (per batch, in passes over the batch):", ""]
     lines += [f"- {r['method']}: {r['how']}" for r in rows]
@@ -231,6 +249,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--batches", type=int, default=20, help="training batches per method")
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--steps", type=int, default=10, help="k: attack steps")
+    parser.add_argument(
+        "--method-steps",
+        action="append",
+        default=[],
+        metavar="NAME=K",
+        help="k for one method (repeatable), e.g. max-apgd=3 next to pgd at --steps 10",
+    )
     parser.add_argument("--replays", type=int, default=4, help="m: Free-AT replays")
     parser.add_argument(
         "--threats",
@@ -246,6 +271,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     args.threats = [t.strip() for t in args.threats.split(",") if t.strip()]
     args.methods = [m.strip() for m in args.methods.split(",") if m.strip()]
+    per: dict[str, int] = {}
+    for item in args.method_steps:
+        name, _, value = item.partition("=")
+        if name not in methods() or not value.isdigit() or int(value) < 1:
+            parser.error(f"--method-steps {item!r}: need NAME=K with a method name and K >= 1")
+        per[name] = int(value)
+    args.method_steps = per
     unknown = [m for m in args.methods if m not in methods()]
     if unknown:
         parser.error(f"unknown method(s) {', '.join(unknown)} (available: {', '.join(methods())})")

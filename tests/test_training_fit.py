@@ -173,6 +173,8 @@ def test_methods_registry():
         "avg",
         "random",
         "msd",
+        "eat",
+        "max-apgd",
         "ensemble",
         "distillation",
     ]

@@ -16,7 +16,19 @@ import argparse
 import json
 from pathlib import Path
 
-ORDER = ["standard", "pgd-linf", "pgd-l2", "pgd-l1", "max", "avg", "msd", "random"]
+ORDER = [
+    "standard",
+    "pgd-linf",
+    "pgd-l2",
+    "pgd-l1",
+    "max",
+    "avg",
+    "msd",
+    "random",
+    "eat-ft",
+    "max-ft",
+    "max-apgd-ft",
+]
 LP = ["linf:0.3", "l2:2", "l1:10"]
 SPATIAL = "spatial:30,3"
 
@@ -82,7 +94,7 @@ def main() -> None:
         _before_table(args.before, args.reports)
 
 
-MULTI = ["max", "avg", "msd", "random"]
+MULTI = ["max", "avg", "msd", "random", "eat-ft", "max-ft", "max-apgd-ft"]
 SINGLE = ["pgd-linf", "pgd-l2", "pgd-l1"]
 
 

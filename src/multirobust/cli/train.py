@@ -60,6 +60,11 @@ __all__ = ["command"]
     multiple=True,
     help="Checkpoint of a fixed model for --method ensemble. Repeatable.",
 )
+@click.option(
+    "--init",
+    default=None,
+    help="Checkpoint whose weights start the run (fine-tuning); same --arch.",
+)
 @click.option("--seed", type=int, default=None)
 @click.option("--out", default=None, help="Output folder (default runs/train).")
 @click.option("--limit", type=int, default=None, help="Train on the first N images only.")

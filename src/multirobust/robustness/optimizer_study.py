@@ -132,7 +132,7 @@ def _fields(name: str) -> set[str]:
     return {f.name for f in dataclasses.fields(attacks.get(name))}
 
 
-def _default_threat(cls: type[attacks.Attack]) -> str:
+def _default_threat(cls: type[attacks.Attack] | type[attacks.MinimumNormAttack]) -> str:
     """ℓ2 2 or ℓ∞ 0.3 (the MNIST conventions), whichever the attack supports."""
     for text in ("l2:2", "linf:0.3"):
         if cls.supports(threats.parse(text)):

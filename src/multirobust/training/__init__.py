@@ -9,13 +9,16 @@ scalar loss to backpropagate)::
 ``standard_loss``, ``pgd_at_loss`` (Madry et al. 2018), ``fast_at_loss`` (Wong et al. 2020),
 ``trades_loss`` (Zhang et al. 2019), ``FreeAT`` (Shafahi et al. 2019), ``multi_max_loss``,
 ``multi_avg_loss``, ``multi_random_loss`` (Tramèr & Boneh 2019), ``msd_loss`` (Maini et al.
-2020) and ``ensemble_at_loss`` (Tramèr et al. 2018). ``OverfittingDetector`` and
+2020), ``ensemble_at_loss`` (Tramèr et al. 2018), ``EAT`` (Croce & Hein 2022) and
+``max_apgd_loss``. ``OverfittingDetector`` and
 ``robust_accuracy`` watch for catastrophic overfitting. ``fit(TrainConfig(...))`` is the loop
 behind ``multirobust train``; ``train_standard`` is plain training with a time budget.
 """
 
 from .config import ConfigError, TrainConfig, load_config
+from .eat import EAT
 from .fit import FitResult, fit, make_schedule
+from .max_apgd import max_apgd_loss
 from .methods import BatchStep, Method, get_method, methods
 from .mode import attack_mode
 from .objectives import (
@@ -34,6 +37,7 @@ from .overfitting import OverfittingDetector, robust_accuracy
 from .standard import train_standard
 
 __all__ = [
+    "EAT",
     "BatchStep",
     "ConfigError",
     "FitResult",
@@ -48,6 +52,7 @@ __all__ = [
     "get_method",
     "load_config",
     "make_schedule",
+    "max_apgd_loss",
     "methods",
     "msd_loss",
     "multi_avg_loss",

@@ -64,6 +64,8 @@ class TrainConfig:
         eps_warmup: epochs over which every threat's ε (and an explicit step size) ramps
             linearly from ε/steps-per-warm-up up to ε, batch by batch (0: full ε from the
             start). Short adversarial runs from scratch on MNIST stay at chance without it.
+        init: checkpoint whose weights start the run (fine-tuning); its architecture must
+            be ``arch``. None: a fresh initialisation from ``seed``.
         data_root: data folder (default ``$MULTIROBUST_DATA``).
         download: download missing dataset files.
         progress: show progress bars.
@@ -96,6 +98,7 @@ class TrainConfig:
     overfit_drop: float = 0.2
     overfit_gap: float = 0.5
     eps_warmup: float = 0.0
+    init: str | None = None
     data_root: str | None = None
     download: bool = False
     progress: bool = True
@@ -248,6 +251,8 @@ class TrainConfig:
             raise ConfigError(
                 "Invalid static_models: [] (method 'ensemble' needs at least one checkpoint path)"
             )
+        if self.init is not None and not Path(self.init).is_file():
+            raise ConfigError(f"Invalid init: checkpoint {self.init!r} not found")
         for path in self.static_models:
             if not Path(path).is_file():
                 raise ConfigError(f"Invalid static_models: checkpoint {path!r} not found")

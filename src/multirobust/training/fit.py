@@ -226,6 +226,24 @@ def _prepare(cfg: TrainConfig) -> tuple[data.ImageDataset, data.ImageDataset, li
     return train, held_out, static
 
 
+def _load_init(model: nn.Module, cfg: TrainConfig) -> None:
+    """Start from the weights of ``cfg.init`` (fine-tuning); same architecture required."""
+    assert cfg.init is not None
+    try:
+        ckpt = models.read_checkpoint(cfg.init)
+        if ckpt["arch"] != cfg.arch:
+            raise ConfigError(
+                f"Invalid init: {cfg.init} holds a {ckpt['arch']!r} model, the run trains "
+                f"{cfg.arch!r} (use --arch {ckpt['arch']})"
+            )
+        model.load_state_dict(ckpt["state_dict"])
+    except (ValueError, RuntimeError, FileNotFoundError) as err:
+        if isinstance(err, ConfigError):
+            raise
+        raise ConfigError(f"Invalid init: cannot start from {cfg.init}: {err}") from None
+    log.info("starting from the weights of %s", cfg.init)
+
+
 def fit(
     config: TrainConfig | dict[str, Any],
     *,
@@ -471,6 +489,8 @@ def _restore(run: _Run, saved: dict[str, Any] | None) -> None:
     """Load the interrupted run's states into ``run`` (or clear the logs of a fresh one)."""
     ctx, out = run.ctx, run.out
     if saved is None:
+        if run.cfg.init is not None:
+            _load_init(run.model, run.cfg)
         if run.main:
             for name in ("log.jsonl", "log.csv"):
                 (out / name).unlink(missing_ok=True)

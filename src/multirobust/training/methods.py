@@ -19,6 +19,8 @@ from torch import nn
 from .. import models
 from ..threats import L1Ball, LpBall
 from . import objectives as obj
+from .eat import EAT, extreme_threats
+from .max_apgd import max_apgd_loss
 
 __all__ = ["BatchStep", "Method", "MethodSettings", "get_method", "methods", "scale_threat"]
 
@@ -254,6 +256,42 @@ def _multi(fn: LossFn) -> Callable[[MethodSettings, list[nn.Module]], BatchStep]
     return build
 
 
+class _EATStep(BatchStep):
+    """E-AT (Croce & Hein 2022): the :class:`EAT` object draws the threat and keeps the
+    running robust errors, which are the method state checkpoints carry."""
+
+    def __init__(self, eat: EAT) -> None:
+        self.eat = eat
+        self.eps_scale = 1.0
+
+    def __call__(
+        self,
+        model: nn.Module,
+        optimizer: torch.optim.Optimizer,
+        x: torch.Tensor,
+        y: torch.Tensor,
+        generator: torch.Generator,
+        stats: dict[str, Any] | None = None,
+    ) -> torch.Tensor:
+        loss = self.eat.loss(
+            model, x, y, generator=generator, eps_scale=self.eps_scale, stats=stats
+        )
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        return loss.detach()
+
+    def state_dict(self) -> dict[str, Any]:
+        return self.eat.state_dict()
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.eat.load_state_dict(state)
+
+
+def _eat(cfg: MethodSettings, static: list[nn.Module]) -> BatchStep:
+    return _EATStep(EAT(extreme_threats(list(cfg.threats)), steps=cfg.steps))
+
+
 def _free(cfg: MethodSettings, static: list[nn.Module]) -> BatchStep:
     return _FreeStep(obj.FreeAT(cfg.threats[0], replays=cfg.replays, step_size=cfg.step_size))
 
@@ -326,6 +364,19 @@ _REGISTRY: dict[str, Method] = {
             "msd", "multi steepest descent (Maini et al. 2020)", (1, None), _multi(obj.msd_loss)
         ),
         Method(
+            "eat",
+            "one extreme-norm threat (linf or l1) per batch by running robust error, APGD "
+            "(Croce & Hein 2022)",
+            (1, None),
+            _eat,
+        ),
+        Method(
+            "max-apgd",
+            "worst threat per example from k-step APGD per threat (few strong steps)",
+            (1, None),
+            _multi(max_apgd_loss),
+        ),
+        Method(
             "ensemble", "FGSM examples from fixed models (Tramer et al. 2018)", (1, 1), _ensemble
         ),
         Method(
@@ -343,7 +394,7 @@ def methods() -> list[str]:
 
     Returns:
         ``["standard", "pgd", "free", "fast", "trades", "max", "avg", "random", "msd",
-        "ensemble", "distillation"]``.
+        "eat", "max-apgd", "ensemble", "distillation"]``.
     """
     return list(_REGISTRY)
 
