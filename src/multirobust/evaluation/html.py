@@ -187,6 +187,7 @@ ensemble; the union counts those robust under every threat model at once.</p>
 <h2>Robust accuracy against ε</h2>{_curves(report)}
 {_minimal_distortion(report)}
 <h2>Adversarial examples</h2>{_grid(report, names)}
+{report.landscapes.get("html", "")}
 <h2>Timings</h2>{timings}
 <h2>Settings</h2><pre id="settings">{esc(json.dumps(report.settings, indent=1))}</pre>
 """
