@@ -196,3 +196,21 @@ def test_unwritable_out_of_quickstart_train_and_compare(tmp_path, monkeypatch):
         r = CliRunner().invoke(main, args)
         assert r.exit_code != 0
         assert "Cannot write to the output folder" in r.output, (args, r.output)
+
+
+def test_quickstart_without_data_fails_and_creates_nothing(tmp_path, monkeypatch):
+    # No data under the root and no network: every mirror fails at once.
+    import urllib.error
+
+    def offline(*args, **kwargs):
+        raise urllib.error.URLError("network unreachable (test)")
+
+    monkeypatch.setattr("multirobust.data.download.urllib.request.urlopen", offline)
+    monkeypatch.delenv("MULTIROBUST_DATA_MIRROR", raising=False)
+    root, out = tmp_path / "shared" / "data", tmp_path / "runs" / "quickstart"
+    r = CliRunner().invoke(
+        main, ["quickstart", "--data-root", str(root), "--out", str(out), "--quiet"]
+    )
+    assert r.exit_code != 0
+    assert "MNIST files missing in" in r.output and str(root / "mnist") in r.output, r.output
+    assert sorted(p.name for p in tmp_path.iterdir()) == []  # no data folder, no output folder

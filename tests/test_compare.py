@@ -123,17 +123,16 @@ def test_compare_writes_json_png_and_a_page_with_the_numbers(runs, tmp_path):
     assert saved == json.loads(json.dumps(summary))
     assert saved["pareto"]["union"] == ["madry", "trades", "standard"]
     assert saved["pareto"]["min_distortion"]["l2"] == ["trades", "standard"]
-    # Least-squares line over all four models, by numpy independently.
-    acc = np.array([v[0] for v in MODELS.values()])
-    rob = np.array([v[1] for v in MODELS.values()])
+    # Least-squares line over all four models, by numpy independently, in the axes' units (%).
+    acc = np.array([100 * v[0] for v in MODELS.values()])
+    rob = np.array([100 * v[1] for v in MODELS.values()])
     b, a = np.polyfit(acc, rob, 1)
+    assert saved["fits"]["union"]["form"] == "union (%) = a + b * clean (%)"
     assert saved["fits"]["union"]["a"] == pytest.approx(a)
     assert saved["fits"]["union"]["b"] == pytest.approx(b)
-    # Su et al.'s log fit over the three models with a median: d = a + b ln(1 − acc).
-    have = [v for v in MODELS.values() if v[2] is not None]
-    b2, a2 = np.polyfit(np.log([1 - v[0] for v in have]), [v[2] for v in have], 1)
-    assert saved["fits"]["min_distortion"]["l2"]["a"] == pytest.approx(a2)
-    assert saved["fits"]["min_distortion"]["l2"]["b"] == pytest.approx(b2)
+    assert saved["fits"]["union"]["models"] == 4
+    # Only three models have a median: too few for Su et al.'s log fit.
+    assert saved["fits"]["min_distortion"]["l2"] is None
     assert saved["warnings"] == []
     assert (out / "compare.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
@@ -148,7 +147,62 @@ def test_compare_writes_json_png_and_a_page_with_the_numbers(runs, tmp_path):
         assert parser.cells[f"model-{i}-union"] == f"{100 * union:.2f}%"
         want = f"{median:.4g}" if median is not None else "—"
         assert parser.cells[f"model-{i}-median-l2"] == want
+        # every threat of the reports has its own column
+        assert parser.cells[f"model-{i}-robust-linf:0.3"] == f"{100 * union:.2f}%"
+        assert parser.cells[f"model-{i}-robust-l2:2"] == f"{100 * (union + 0.1):.2f}%"
+        assert parser.cells[f"model-{i}-preset"] == "standard"
     assert f"a = {a:.4g}, b = {b:.4g}" in parser.cells["fits"]
+    assert "R² = " in parser.cells["fits"] and "over 4 models" in parser.cells["fits"]
+    assert "not fitted (needs at least 4 models" in parser.cells["fits"]  # the l2 median
+    # the notes describe the union line that is drawn, not a distortion fit that is not
+    assert "Union: least-squares line" in parser.cells["fit-notes"]
+    assert "Minimal distortion" not in parser.cells["fit-notes"]
+
+
+def test_distortion_fit_in_the_axes_units_with_four_medians(tmp_path):
+    rows = [(0.99, 0.05, 0.9), (0.95, 0.40, 1.6), (0.90, 0.30, 1.2), (0.85, 0.35, 1.3)]
+    paths = []
+    for k, (clean, union, median) in enumerate(rows):
+        _report(clean, union, median).to_json(tmp_path / f"m{k}" / "report.json")
+        paths.append(tmp_path / f"m{k}")
+    _, summary = compare(paths, tmp_path / "cmp")
+    fit = summary["fits"]["min_distortion"]["l2"]
+    # Su et al.: d = a + b ln(1 − clean/100), clean in % as on the x axis
+    b, a = np.polyfit(np.log([1 - 100 * r[0] / 100 for r in rows]), [r[2] for r in rows], 1)
+    assert fit["form"] == "median = a + b * ln(1 - clean (%) / 100)"
+    assert fit["a"] == pytest.approx(a) and fit["b"] == pytest.approx(b)
+    notes = (tmp_path / "cmp" / "compare.html").read_text()
+    assert "Minimal distortion: least squares of the median" in notes
+
+
+def test_two_models_get_no_trend_line_and_mixed_runs_are_named(tmp_path):
+    # The newcomer's case: a quick-preset run on 1000 examples beside a standard one on 100.
+    quick = _report(0.98, 0.10, None)
+    quick.n = 1000
+    quick.settings = {**quick.settings, "preset": {"name": "quick"}, "threats": ["linf:0.3"]}
+    _report(0.95, 0.40, None).to_json(tmp_path / "eval-max" / "report.json")
+    quick.to_json(tmp_path / "quickstart" / "report.json")
+    runner = CliRunner()
+    args = ["compare", str(tmp_path / "eval-max"), str(tmp_path / "quickstart")]
+    res = runner.invoke(main, [*args, "--out", str(tmp_path / "cmp"), "--no-db"])
+    assert res.exit_code == 0, res.output
+    summary = json.loads((tmp_path / "cmp" / "compare.json").read_text())
+    assert summary["fits"]["union"] is None  # no R² = 1.00 through two points
+    warnings = " ".join(summary["warnings"])
+    assert "2 model(s): no trend line is fitted (a fit needs at least 4 models" in warnings
+    assert "n = 100 (eval-max); n = 1000 (quickstart)" in warnings
+    assert "standard (eval-max); quick (quickstart)" in warnings and "upper bounds" in warnings
+    assert "linf:0.3, l2:2 (eval-max); linf:0.3 (quickstart)" in warnings
+    for w in summary["warnings"]:
+        assert f"warning: {w}" in res.output
+    assert "trend over" not in res.output
+    # per threat, on the terminal too
+    assert "eval-max (n = 100, standard preset): clean 95.00%, linf:0.3 40.00%, l2:2 50.00%, " in (
+        res.output
+    )
+    page = (tmp_path / "cmp" / "compare.html").read_text()
+    assert "fit-notes" not in page and "Su et al." not in page  # nothing fitted, nothing told
+    assert page.count("not fitted (needs at least 4 models") == 1
 
 
 @pytest.mark.skipif(
@@ -343,3 +397,52 @@ def test_eight_processes_create_and_fill_new_leaderboards_together(tmp_path):
         with Leaderboard(tmp_path / f"board-{r}.sqlite") as board:
             labels = {e.label for e in board.entries()}
         assert labels == {f"w{w}-{i}" for w in range(workers) for i in range(rows)}
+
+
+def test_leaderboard_names_models_by_checkpoint_and_hash_with_the_folder_beside(tmp_path):
+    runner = CliRunner()
+    db = tmp_path / "board.sqlite"
+    report = _report(0.97, 0.61, None)
+    report.settings = {
+        **report.settings,
+        "checkpoint": "zoo/max.pt",
+        "model_sha256": "0123456789abcdef" * 4,
+    }
+    report.to_json(tmp_path / "eval-max" / "report.json")
+    res = runner.invoke(main, ["leaderboard", "--db", str(db), "--add", str(tmp_path / "eval-max")])
+    assert res.exit_code == 0, res.output
+    head, row = res.output.splitlines()[1:3]
+    assert head.split()[1:6] == ["model", "(checkpoint)", "sha256", "folder", "dataset"]
+    assert row.split()[:5] == ["1", "zoo/max.pt", "0123456789", "eval-max", "mnist"]
+    with Leaderboard(db) as board:
+        (entry,) = board.entries()
+    assert entry.checkpoint == "zoo/max.pt" and entry.model == "zoo/max.pt"
+
+
+def test_a_version_1_leaderboard_gains_the_checkpoint_column(tmp_path):
+    db = tmp_path / "old.sqlite"
+    conn = sqlite3.connect(db)
+    conn.execute("PRAGMA application_id = 0x6D726C62")
+    conn.execute("PRAGMA user_version = 1")
+    conn.execute(
+        "CREATE TABLE results (key TEXT PRIMARY KEY, label TEXT NOT NULL, recorded_at TEXT NOT "
+        "NULL, report_path TEXT, dataset TEXT, n INTEGER NOT NULL, preset TEXT, seed INTEGER, "
+        "threats TEXT NOT NULL, clean_accuracy REAL NOT NULL, union_accuracy REAL NOT NULL, "
+        "robust_accuracy TEXT NOT NULL, min_distortion TEXT NOT NULL, model_sha256 TEXT, "
+        "data_sha256 TEXT)"
+    )
+    conn.execute(
+        "INSERT INTO results VALUES ('k', 'eval-old', '2026-01-01', NULL, 'mnist', 10, 'quick',"
+        " 0, '[\"linf:0.3\"]', 0.9, 0.5, '{}', '{}', NULL, NULL)"
+    )
+    conn.commit()
+    conn.close()
+    with Leaderboard(db) as board:
+        (old,) = board.entries()
+        assert old.checkpoint is None and old.model == "eval-old"  # the folder, as before
+        board.record(Entry(label="eval-new", checkpoint="new.pt", clean_accuracy=0.8,
+                           union_accuracy=0.6, n=10))  # fmt: skip
+        assert [e.model for e in board.entries()] == ["new.pt", "eval-old"]
+    with sqlite3.connect(db) as conn:
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == 2
+    conn.close()

@@ -270,7 +270,12 @@ def test_html_is_self_contained_and_shows_the_numbers(mnist_model, report, data,
     assert (tmp_path / "r.html").read_text() == page
     assert not re.search(r"(src|href)=\"(https?:)?//", page)
     assert "<script" not in page
-    assert page.count("data:image/png;base64,") == 2  # curves and the example grid
+    # the curves, then per example kept: its clean image once and, per threat that broke it,
+    # the adversarial image and its perturbation (the examples table of issue 12 item 10)
+    kept = {e.index for e in report.examples}
+    columns = sorted(kept, key=[e.index for e in report.examples].index)[:8]
+    pairs = sum(1 for e in report.examples if e.index in columns)
+    assert page.count("data:image/png;base64,") == 1 + len(columns) + 2 * pairs
     assert f"{100 * report.union_accuracy:.2f}%" in page
     for key, acc in report.robust_accuracy.items():
         assert key in page and f"{100 * acc:.2f}%" in page

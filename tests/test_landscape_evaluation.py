@@ -51,6 +51,8 @@ def test_grid_breaks_the_trap_and_the_numbers_say_so(trap_reports):
     assert check.evidence["broken"] == broken
     assert not plain.check("landscape-beats-attacks") and not plain.landscapes
     assert grid.settings["landscapes"] == {"examples": 8, "points": 15}
+    ran = {r["threat"] for r in grid.checks_run if r["name"] == "landscape-beats-attacks"}
+    assert ran == set(THREATS)  # listed as run (passed or fired) for every searched ball
 
 
 def test_report_carries_the_section_through_json_and_html(trap_reports):

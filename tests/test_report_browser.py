@@ -94,6 +94,7 @@ def page(mnist_model, mnist_test, tmp_path_factory):
             progress=False,
         )
     )
+    report.settings["checkpoint"] = "runs/quickstart/model.pt"  # as `multirobust evaluate` does
     folder = tmp_path_factory.mktemp("report")
     report.to_html(folder / "report.html")
     return report, folder
@@ -120,14 +121,67 @@ def test_chromium_renders_the_numbers_and_the_images(page, tmp_path):
         assert p in rendered, p
     # the summary table's rows, as laid out: each threat next to its own number
     for key, acc in report.robust_accuracy.items():
-        assert re.search(re.escape(key) + r"\s+" + re.escape(f"{100 * acc:.2f}%"), rendered), key
-    assert re.search(r"union \(worst case per example\)\s+" + re.escape(pct[1]), rendered)
+        number = re.escape(f"{100 * acc:.2f}%")
+        assert re.search(re.escape(key) + r"\s+≤ " + number, rendered), key  # an upper bound
+    assert re.search(r"union \(worst case per example\)\s+≤ " + re.escape(pct[1]), rendered)
 
-    # two embedded PNGs (ε curve, example grid), both decoded and laid out at a visible size
-    assert len(seen["images"]) == 2
-    for img in seen["images"]:
-        assert img["complete"] and img["natural"][0] > 100 and img["natural"][1] > 100, img
-        assert img["shown"][0] > 100 and img["shown"][1] > 50, img
+    # every embedded PNG decoded and laid out at a visible size: the ε curve, then the
+    # examples' tiles (28 x 28 pixels each, shown at least twice as large)
+    images = seen["images"]
+    assert images and all(i["complete"] for i in images), images
+    curve_png, tiles = images[0], images[1:]
+    assert curve_png["natural"][0] > 100 and curve_png["shown"][0] > 100, curve_png
+    assert tiles and all(i["natural"] == [28, 28] for i in tiles), tiles
+    assert all(i["shown"][0] >= 56 and i["shown"][1] >= 56 for i in tiles), tiles  # >= 2x
+
+
+# Appended like PROBE: where the first screen's facts are laid out, and their text.
+FIRST_SCREEN = """<script>
+window.addEventListener("load", () => {
+  const ids = [...document.querySelectorAll("[id]")].map(e => e.id);
+  const where = {};
+  for (const id of ids) {
+    const r = document.getElementById(id).getBoundingClientRect();
+    where[id] = {top: r.top, bottom: r.bottom, text: document.getElementById(id).innerText};
+  }
+  const out = document.createElement("pre");
+  out.id = "probe";
+  out.textContent = JSON.stringify({where, height: window.innerHeight, width: window.innerWidth});
+  document.body.appendChild(out);
+});
+</script>"""
+
+
+def test_first_screen_shows_model_preset_accuracies_and_checks(page, tmp_path):
+    # Issue 12: at 1400 x 900 the first screen names the model and the preset, and shows the
+    # clean, per-threat and union accuracies and the checks' status, without scrolling.
+    report, folder = page
+    probe_page = folder / "first.html"
+    text = (folder / "report.html").read_text()
+    probe_page.write_text(text.replace("</body>", FIRST_SCREEN + "</body>"))
+    dom = _chromium(tmp_path, "--window-size=1400,900", "--dump-dom", probe_page.as_uri()).stdout
+    found = re.search(r'<pre id="probe">(.*?)</pre>', dom, re.S)
+    assert found, dom[-2000:]
+    seen = json.loads(html.unescape(found.group(1)))
+    # A 1400 x 900 window: headless Chromium lays the page out in what is left of it once its
+    # (emulated) window frame is taken, as a desktop browser would (757 px high here).
+    where, height = seen["where"], seen["height"]
+    assert 700 <= height <= 900 and seen["width"] == 1400, seen
+    wanted = ["model", "preset", "clean-cell", "union-cell", "checks-status"]
+    wanted += [f"robust-{key}" for key in report.robust_accuracy]
+    for ident in wanted:
+        assert ident in where, ident
+        assert 0 <= where[ident]["top"] and where[ident]["bottom"] <= height, (ident, where[ident])
+    assert "runs/quickstart/model.pt" in where["model"]["text"]
+    assert where["preset"]["text"] == "tiny"
+    assert where["clean-cell"]["text"] == f"{100 * report.clean_accuracy:.2f}%"
+    assert where["union-cell"]["text"] == f"≤ {100 * report.union_accuracy:.2f}%"
+    for key, acc in report.robust_accuracy.items():
+        assert where[f"robust-{key}"]["text"] == f"≤ {100 * acc:.2f}%", key
+    status = where["checks-status"]["text"]
+    ran = len(report.checks_run)
+    fired = len({(c.name, c.threat) for c in report.checks})
+    assert ran > 0 and f"{ran} checks ran: {ran - fired} passed, {fired} fired" in status
 
 
 def test_chromium_screenshot_is_not_blank(page, tmp_path):

@@ -2,6 +2,8 @@
 
 import importlib
 import json
+import shlex
+import signal
 import subprocess
 import sys
 
@@ -177,6 +179,8 @@ def test_methods_registry():
         "max-apgd",
         "ensemble",
         "distillation",
+        "noise",
+        "ibp",
     ]
 
 
@@ -244,3 +248,130 @@ def test_tensorboard_events_hold_the_logged_metrics_and_survive_resume(tmp_path,
         assert steps == [1, 2], (key, steps)
         for (epoch, value), row in zip(scalars[key], result.history, strict=True):
             assert epoch == row["epoch"] and value == pytest.approx(row[key], rel=1e-6)
+
+
+def _start_train(args, cwd):
+    """``python -m multirobust`` + ``args`` in a process that Ctrl-C (SIGINT) interrupts.
+
+    SIGINT is reset to its default in the child: a test runner started in the background
+    may ignore it, and Python only raises KeyboardInterrupt when SIGINT is not ignored.
+    """
+    return subprocess.Popen(
+        [sys.executable, "-m", "multirobust", *args],
+        cwd=cwd,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
+
+
+def _interrupt_after(proc, line_start):
+    """Read stdout until a line starts with ``line_start``, then SIGINT; (lines, stderr)."""
+    lines = []
+    assert proc.stdout is not None
+    for line in proc.stdout:
+        lines.append(line)
+        if line.startswith(line_start):
+            proc.send_signal(signal.SIGINT)
+            break
+    out, err = proc.communicate(timeout=120)
+    return lines + out.splitlines(keepends=True), err
+
+
+@pytest.mark.slow  # two Python processes start (importing torch): over 20 s on 2 loaded cores
+def test_interrupted_train_process_says_what_it_kept_and_how_to_resume(tmp_path):
+    # A real Ctrl-C (SIGINT) on a real process, once an epoch has finished; epochs of four
+    # batches of 64 clean images take about a second, 100 of them are never all reached.
+    args = ["train", "--method", "standard", "--limit", "256", "--batch-size", "64"]
+    args += ["--epochs", "100", "--eval-n", "16", "--eval-steps", "1", "--out", "run", "--quiet"]
+    first = _start_train(args, tmp_path)
+    lines, err = _interrupt_after(first, "epoch 1/100:")
+    assert first.returncode == 130, err
+    kept = int(models.read_checkpoint(tmp_path / "run" / "checkpoint.pt")["epoch"])
+    assert kept >= 1 and "Aborted!" not in err
+    assert "Kept run/checkpoint.pt: " in err, err
+    assert f"the checkpoint after epoch {kept}/100" in err, err
+    resume = err.strip().splitlines()[-1].strip()
+    assert resume.startswith("multirobust train ") and resume.endswith(" --resume"), err
+    # The printed command resumes: it says from which epoch, and goes on from there.
+    again = _start_train(shlex.split(resume)[1:], tmp_path)
+    lines, err = _interrupt_after(again, "epoch ")
+    assert lines[0].startswith(f"resuming from epoch {kept + 1}/100: epochs 1-{kept} are in"), (
+        lines,
+        err,
+    )
+    assert lines[1].startswith(f"epoch {kept + 1}/100: training loss"), lines
+    assert again.returncode == 130 and "Resume with:" in err
+
+
+def test_interrupted_train_says_what_it_kept_and_how_to_resume(tmp_path, monkeypatch):
+    # In-process: Ctrl-C arrives as KeyboardInterrupt in the third training step, i.e. in
+    # epoch 2 of two-batch epochs; the checkpoint of epoch 1 is what is kept.
+    calls = {"n": 0, "at": 3}
+    real_step = fit_module.BatchStep.__call__
+
+    def step(self, *args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == calls["at"]:
+            raise KeyboardInterrupt
+        return real_step(self, *args, **kwargs)
+
+    monkeypatch.setattr(fit_module.BatchStep, "__call__", step)
+    out = tmp_path / "run"
+    args = ["train", "--method", "standard", "--limit", "128", "--batch-size", "64"]
+    args += ["--epochs", "5", "--eval-n", "8", "--eval-steps", "1", "--out", str(out), "--quiet"]
+    r = CliRunner().invoke(main, args, prog_name="multirobust")
+    assert r.exit_code == 130, r.output
+    assert "Aborted!" not in r.output
+    assert (
+        f"Interrupted in epoch 2/5. Kept {out}/checkpoint.pt: the checkpoint after epoch 1/5"
+        in (r.output)
+    )
+    resume = r.output.strip().splitlines()[-1].strip()
+    # the same settings (in the order the command declares its flags), plus --resume
+    words = shlex.split(resume)
+    assert words[:2] == ["multirobust", "train"] and words[-1] == "--resume"
+    assert _settings(words[2:-1]) == _settings(args[1:])
+    # The printed command resumes from epoch 2 (interrupted again in its second step).
+    calls.update(n=0, at=2)
+    again = CliRunner().invoke(main, shlex.split(resume)[1:], prog_name="multirobust")
+    assert again.exit_code == 130, again.output
+    assert again.output.startswith(
+        f"resuming from epoch 2/5: epochs 1-1 are in {out}/checkpoint.pt"
+    )
+    assert "Interrupted in epoch 2/5" in again.output
+
+
+def _settings(words):
+    """``["--a", "1", "--quiet"]`` -> ``{"--a": "1", "--quiet": True}``."""
+    settings, i = {}, 0
+    while i < len(words):
+        if i + 1 < len(words) and not words[i + 1].startswith("--"):
+            settings[words[i]], i = words[i + 1], i + 2
+        else:
+            settings[words[i]], i = True, i + 1
+    return settings
+
+
+def test_interrupted_before_any_checkpoint_says_to_start_again(tmp_path, monkeypatch):
+    def step(self, *args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(fit_module.BatchStep, "__call__", step)
+    out = tmp_path / "run"
+    r = CliRunner().invoke(
+        main,
+        ["train", "--method", "standard", "--limit", "64", "--eval-n", "8", "--out", str(out)],
+        prog_name="multirobust",
+    )
+    assert r.exit_code == 130, r.output
+    assert "no epoch finished, so no checkpoint was kept" in r.output
+    words = shlex.split(r.output.strip().splitlines()[-1])
+    assert words[:2] == ["multirobust", "train"] and "--resume" not in words
+    assert _settings(words[2:]) == {
+        "--method": "standard",
+        "--out": str(out),
+        "--limit": "64",
+        "--eval-n": "8",
+    }

@@ -240,10 +240,13 @@ def universal_perturbation(
         with torch.no_grad():
             check_logits(m(x[:batch_size]), min(batch_size, n))
         clean = _predict(m, x, 500)
-        bar = tqdm(total=max_passes * n, desc=f"universal {xi}", disable=not progress)
+        # Total: every pass allowed (the ETA is an upper bound); reaching the target fooling
+        # rate early ends the bar at 100% there.
+        bar = tqdm(total=max_passes * n, unit="img", disable=not progress)
         done = False
         for _ in range(max_passes):
             passes += 1
+            bar.set_description(f"universal {xi} pass {passes}/{max_passes}", refresh=False)
             order = torch.randperm(n, generator=generator).to(x.device)
             for start in range(0, n, batch_size):
                 idx = order[start : start + batch_size]
@@ -282,5 +285,7 @@ def universal_perturbation(
                         break
             if done:
                 break
+        bar.total = bar.n
+        bar.refresh()
         bar.close()
     return UniversalResult(best, history, checked_at, passes, str(xi), calls, v, settings)

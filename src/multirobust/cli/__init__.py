@@ -15,12 +15,18 @@ import click
 from .. import __version__
 from . import (
     attack,
+    audit,
+    backdoor,
+    certify,
     compare,
     evaluate,
+    extract,
     landscape,
     leaderboard,
+    membership,
     optimizer_study,
     quickstart,
+    serve,
     train,
     universal,
 )
@@ -50,6 +56,12 @@ _SUBCOMMANDS = (
     train,
     optimizer_study,
     universal,
+    serve,
+    extract,
+    backdoor,
+    membership,
+    audit,
+    certify,
     landscape,
 )
 for _module in _SUBCOMMANDS:

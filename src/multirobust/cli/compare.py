@@ -37,12 +37,20 @@ def command(reports: tuple[str, ...], out: str, db: str | None, no_db: bool) -> 
         except LeaderboardError as err:
             raise click.ClickException(str(err)) from None
     for m in models:
+        per_threat = ", ".join(f"{t} {a:.2%}" for t, a in m.robust_accuracy.items())
         medians = ", ".join(f"median {k} {v:.4g}" for k, v in m.min_distortion.items())
         click.echo(
-            f"{m.label}: clean {m.clean_accuracy:.2%}, union {m.union_accuracy:.2%}"
-            + (f", {medians}" if medians else "")
+            f"{m.label} (n = {m.n}, {m.preset or 'unknown'} preset): clean "
+            f"{m.clean_accuracy:.2%}, {per_threat + ', ' if per_threat else ''}union "
+            f"{m.union_accuracy:.2%}" + (f", {medians}" if medians else "")
         )
     click.echo("Pareto frontier (clean vs union): " + ", ".join(summary["pareto"]["union"]))
+    fit = summary["fits"]["union"]
+    if fit is not None:
+        click.echo(
+            f"trend over {fit['models']} models: union = {fit['a']:.3g} {fit['b']:+.3g} × clean "
+            f"(both in %), R² = {fit['r2']:.2f}"
+        )
     for warning in summary["warnings"]:
         click.echo(f"warning: {warning}")
     where = Path(out)

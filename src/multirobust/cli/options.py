@@ -79,14 +79,15 @@ def _bundle(
 
 
 def model_source(
-    *, help: str = "Checkpoint written by multirobust (models.save)."
+    *, help: str = "Checkpoint written by multirobust (models.save).", required: bool = True
 ) -> Decorator[Any]:
     """``--checkpoint FILE``, or your own ``--model package.module:factory`` with
     ``--model-arg KEY=VALUE`` and ``--weights FILE``; handed to the command as
-    ``model_source: ModelSource`` (load it with ``_common.load_model``)."""
+    ``model_source: ModelSource`` (load it with ``_common.load_model``), or None when not
+    ``required`` and none of them is given."""
     return _bundle(
         "model_source",
-        ModelSource,
+        ModelSource if required else _optional_model_source,
         ("checkpoint", "model", "model_args", "weights"),
         [
             click.option("--checkpoint", type=click.Path(dir_okay=False), default=None, help=help),
@@ -113,6 +114,14 @@ def model_source(
             ),
         ],
     )
+
+
+def _optional_model_source(
+    checkpoint: str | None, model: str | None, model_args: tuple[str, ...], weights: str | None
+) -> ModelSource | None:
+    if checkpoint is None and model is None and not model_args and weights is None:
+        return None
+    return ModelSource(checkpoint, model, model_args, weights)
 
 
 def data_source(*, help: str = "Dataset name (default: the checkpoint's).") -> Decorator[Any]:

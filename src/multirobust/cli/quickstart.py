@@ -22,7 +22,8 @@ QUICKSTART_CURVE_N = 200
     type=click.IntRange(min=1),
     default=3,
     show_default=True,
-    help="Passes over the 60,000 MNIST training images (about 4 s each on a quiet 2-core CPU).",
+    help="Passes over the 60,000 MNIST training images: about 33 s each on a 2-core x86 machine "
+    "with three other jobs on it (2026-12-02, the README's run); longer under heavier load.",
 )
 @click.option(
     "--seconds",
@@ -46,15 +47,18 @@ def command(
     seed: int,
     quiet: bool,
 ) -> None:
-    """Train a small MNIST CNN, evaluate it and write OUT/report.html (a few minutes on 2 cores).
+    """Train a small MNIST CNN, evaluate it and write OUT/report.html (6-11 min on 2 cores).
 
     The evaluation is `multirobust evaluate` with the quick preset under ℓ∞ 0.3, ℓ2 2, ℓ1 10 and
     spatial 30°/3 px, their union, the checks and accuracy-vs-ε curves.
     """
-    out_dir = writable_out(out)
-    torch.manual_seed(seed)
+    # The data first: a run that cannot find it stops before creating anything (no empty
+    # output folder). Reading MNIST takes about a second; the output check still precedes
+    # the training.
     train = load_data("mnist", "train", None, data_root)
     load_data("mnist", "test", n, data_root)  # fetch it now if it is missing
+    out_dir = writable_out(out)
+    torch.manual_seed(seed)
     model = models.for_dataset("small_cnn", "mnist")
     click.echo(f"training small_cnn on MNIST ({epochs} epoch(s)) ...")
     stats = train_standard(

@@ -101,11 +101,13 @@ def download_file(
 
     Each attempt streams into a temporary file in ``folder`` and is moved to
     ``folder / file_spec.name`` with `os.replace` only once verified, so neither a failed
-    download nor a concurrent reader ever sees a partial file under the final name.
+    download nor a concurrent reader ever sees a partial file under the final name. A failed
+    download leaves nothing behind: the folders it had to create are removed again.
 
     Args:
         file_spec: the file's registry entry (name, size, checksum).
-        folder: where to put it; created if missing.
+        folder: where to put it; created if missing (and removed again if it stays empty
+            because every URL failed).
         urls: full URLs to try, in order.
         timeout: socket timeout per connection attempt, in seconds.
 
@@ -115,9 +117,37 @@ def download_file(
     Raises:
         DownloadError: if every URL failed; the message holds the last error.
     """
-    folder.mkdir(parents=True, exist_ok=True)
     if not urls:
         raise DownloadError(f"no URL to download {file_spec.name} from")
+    created = _make_folder(folder)
+    try:
+        return _try_urls(file_spec, folder, urls, timeout)
+    except BaseException:
+        _remove_empty(created)
+        raise
+
+
+def _make_folder(folder: Path) -> list[Path]:
+    """Create ``folder`` and its missing parents; return the ones created, outermost first."""
+    missing = [p for p in (folder, *folder.parents) if not p.exists()]
+    folder.mkdir(parents=True, exist_ok=True)
+    return missing[::-1]
+
+
+def _remove_empty(created: list[Path]) -> None:
+    """Remove the folders a failed download created, innermost first, while they are empty.
+
+    Another process may have put a file there meanwhile: such a folder (and its parents) stays.
+    """
+    for path in reversed(created):
+        try:
+            path.rmdir()
+        except OSError:
+            return
+
+
+def _try_urls(file_spec: FileSpec, folder: Path, urls: Sequence[str], timeout: float) -> Path:
+    """Each URL in turn until one delivers the verified file, else `DownloadError` (last error)."""
     last = ""
     for url in urls:
         logger.info("Downloading %s", url)

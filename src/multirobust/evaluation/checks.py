@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..threats import LpBall
+from .report import CATALOGUE as CATALOGUE  # the names of the checks below
 from .report import Check
 
 #: Gradient norms below this (per example, ℓ2 over the input) count as vanishing.
@@ -50,6 +51,14 @@ class Probe:
     probabilities: bool
     gradients_available: bool
     checks: list[Check]
+
+    @property
+    def ran(self) -> list[str]:
+        """The names of the checks the probe ran (the gradient ones need a gradient path)."""
+        names = ["randomised-model", "probability-outputs", "no-gradient-path"]
+        if self.gradients_available:
+            names += ["non-finite-gradients", "zero-gradients"]
+        return names
 
 
 def looks_like_probabilities(logits: torch.Tensor) -> bool:

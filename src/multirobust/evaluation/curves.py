@@ -74,18 +74,30 @@ def curve(
                 ]
             )
         accuracy: list[float] = []
+        classes = int(first.shape[1])
+        ensembles = [
+            chosen.attacks_for(lp_ball(threat_type, eps), classes) if eps > 0 else []
+            for eps in eps_sorted
+        ]
+        # One step per attack at each ε (an ε = 0 point counts one): the bar moves after
+        # every attack and reaches its total when the last ε's last attack is done.
         bar = tqdm(
-            eps_sorted,
+            total=sum(max(len(e), 1) for e in ensembles),
             desc=f"curve {threat_type}",
+            unit="attack",
             disable=not progress or not shard.is_main,
             leave=False,
         )
-        for eps in bar:
+        for j, (eps, specs) in enumerate(zip(eps_sorted, ensembles, strict=True)):
+            bar.set_description(f"curve {threat_type} ε={eps:g} ({j + 1}/{len(eps_sorted)})")
+            if not specs:
+                bar.update(1)
             if eps > 0:
                 threat = lp_ball(threat_type, eps)
-                for spec in chosen.attacks_for(threat, int(first.shape[1])):
+                for done, spec in enumerate(specs):
                     rows = robust.nonzero().flatten()
                     if rows.numel() == 0:
+                        bar.update(len(specs) - done)  # nothing left to attack at this ε
                         break
                     attack = spec.build(threat)
                     offsets = list(range(0, rows.numel(), batch_size))
@@ -100,7 +112,10 @@ def curve(
                         broken += sub[res.success].tolist()
                     for part in _dist.all_gather(broken, shard):
                         robust[torch.tensor(part, dtype=torch.long, device=robust.device)] = False
+                    bar.update(1)
             accuracy.append(float(robust.float().mean()))
+        bar.refresh()  # the last state (100%), drawn even between display intervals
+        bar.close()
     return Curve(
         threat_type=threat_type,
         eps=eps_sorted,

@@ -9,14 +9,18 @@ from __future__ import annotations
 
 import base64
 import json
+import math
+import struct
+import zlib
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from ..pages import esc, figure_png, img, page, pct, pyplot, table
+from ..threats import parse
 
 if TYPE_CHECKING:
-    from .report import AdversarialExample, EvaluationReport
+    from .report import EvaluationReport
 
 
 def _figure(fig: Any) -> str:
@@ -43,7 +47,30 @@ def _curves(report: EvaluationReport) -> str:
         )
         for c in report.curves
     ]
-    return _figure(fig) + table(["threat", "accuracy by ε"], rows)
+    return _subsample_note(report) + _figure(fig) + table(["threat", "accuracy by ε"], rows)
+
+
+def _subsample_note(report: EvaluationReport) -> str:
+    """Which examples the curves rest on: a subsample has its own clean accuracy (ε = 0)."""
+    sizes = sorted({c.n for c in report.curves if c.n})
+    if not sizes:
+        return (
+            '<p class="muted" id="curve-sample">The number of examples behind the curves was '
+            "not recorded.</p>"
+        )
+    if sizes == [report.n]:
+        return (
+            f'<p class="muted" id="curve-sample">The curves use all {report.n} evaluated '
+            "examples, with the quick preset (upper bounds, like every robust accuracy).</p>"
+        )
+    at_zero = [c.accuracy[c.eps.index(0.0)] for c in report.curves if 0.0 in c.eps]
+    zero = f" (their ε = 0 point, {pct(at_zero[0])}, is its clean accuracy)" if at_zero else ""
+    return (
+        f'<p class="warn" id="curve-sample">The curves use a subsample: the first '
+        f"{' / '.join(map(str, sizes))} of the {report.n} evaluated examples{zero}, so they "
+        f"can differ from the table above (clean {pct(report.clean_accuracy)} on all "
+        f"{report.n}). They use the quick preset.</p>"
+    )
 
 
 def _minimal_distortion(report: EvaluationReport) -> str:
@@ -90,105 +117,347 @@ def _minimal_distortion(report: EvaluationReport) -> str:
 
 
 def _image(u8: str, shape: list[int]) -> np.ndarray:
+    """(H, W) or (H, W, 3) uint8 pixels from a kept example's base64 C×H×W bytes."""
     arr = np.frombuffer(base64.b64decode(u8), dtype=np.uint8).reshape(shape)
     return arr[0] if arr.shape[0] == 1 else np.transpose(arr, (1, 2, 0))
 
 
-def _grid(report: EvaluationReport, names: list[str]) -> str:
+def _png(pixels: np.ndarray) -> bytes:
+    """A PNG of (H, W) grey or (H, W, 3) RGB uint8 pixels (no matplotlib: one small image per
+    cell of the examples table)."""
+    h, w = pixels.shape[:2]
+    colour = 2 if pixels.ndim == 3 else 0
+    rows = b"".join(b"\x00" + pixels[r].tobytes() for r in range(h))
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return (
+            struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+        )
+
+    header = struct.pack(">IIBBBBB", w, h, 8, colour, 0, 0, 0)
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", header)
+        + chunk(b"IDAT", zlib.compress(rows))
+        + chunk(b"IEND", b"")
+    )
+
+
+def _perturbation(clean: np.ndarray, adv: np.ndarray) -> tuple[np.ndarray, float]:
+    """δ = adv − clean (channels summed) as red (+) / blue (−) on white, scaled so the largest
+    |δ| is full colour; returns the RGB pixels and the amplification."""
+    delta = adv.astype(np.float64) - clean.astype(np.float64)
+    if delta.ndim == 3:
+        delta = delta.sum(2)
+    peak = float(np.abs(delta).max())
+    amp = 255.0 / peak if peak > 0 else 1.0
+    v = np.clip(delta * amp / 255.0, -1.0, 1.0)
+    fade = (255 * (1 - np.abs(v))).astype(np.uint8)
+    full = np.full_like(fade, 255)
+    rgb = np.where(
+        (v >= 0)[..., None],
+        np.stack([full, fade, fade], axis=-1),
+        np.stack([fade, fade, full], axis=-1),
+    )
+    return rgb.astype(np.uint8), amp
+
+
+_UNITS = {"rotation": "°", "translation": " px"}
+
+
+def _size(threat: str, norm: float | None, params: list[float] | None) -> str:
+    """An example's perturbation in the threat's own terms: ``‖δ‖ = 0.3`` for ℓp balls,
+    ``rotation 12°, translation 2 px`` for spatial threats (the convention of every table)."""
+    try:
+        sizes = parse(threat).largest([norm], [params])
+    except ValueError:
+        sizes = {}
+    if not sizes:
+        return "size not recorded"
+    return _words(sizes, threat)
+
+
+def _words(sizes: dict[str, float], threat: str) -> str:
+    kind = threat.split(":")[0]
+    return ", ".join(
+        f"‖δ‖{kind[1:] if kind.startswith('l') else ''} = {v:.4g}"
+        if k == "norm"
+        else f"{k} {v:.3g}{_UNITS.get(k, '')}"
+        for k, v in sizes.items()
+    )
+
+
+def _examples(report: EvaluationReport, names: list[str]) -> str:
+    """Clean images once (one column per example), then per threat the adversarial image, the
+    amplified perturbation, true → predicted class with confidence, the attack and the size."""
     if not report.examples:
         return '<p class="muted">No example was broken, so there are no pictures.</p>'
-    plt = pyplot()
 
     def label(k: int) -> str:
         return names[k] if 0 <= k < len(names) else str(k)
 
-    by_threat: dict[str, list[AdversarialExample]] = {}
+    columns: list[int] = []
     for e in report.examples:
-        by_threat.setdefault(e.threat, []).append(e)
-    cols = max(len(v) for v in by_threat.values())
-    rows = 2 * len(by_threat)
-    fig, axes = plt.subplots(rows, cols, figsize=(1.7 * cols, 1.95 * rows), squeeze=False)
-    for ax in axes.flat:
-        ax.axis("off")
-    for r, (threat, exs) in enumerate(by_threat.items()):
-        for c, e in enumerate(exs):
-            for k, (u8, pred, conf) in enumerate(
-                ((e.clean_u8, e.clean_pred, e.clean_conf), (e.adv_u8, e.adv_pred, e.adv_conf))
-            ):
-                ax = axes[2 * r + k, c]
-                picture = _image(u8, e.shape)
-                ax.imshow(picture, cmap="gray" if picture.ndim == 2 else None, vmin=0, vmax=255)
-                ax.set_title(
-                    f"{100 * conf:.0f}% {label(pred)}",
-                    fontsize=8,
-                    color="black" if k == 0 else "#b00",
-                )
-        for k, text in enumerate((f"{threat}\nclean", "adversarial")):
-            axes[2 * r + k, 0].text(
-                -0.15,
-                0.5,
-                text,
-                transform=axes[2 * r + k, 0].transAxes,
-                ha="right",
-                va="center",
-                fontsize=8,
+        if e.index not in columns and len(columns) < 8:
+            columns.append(e.index)
+    by = {(e.threat, e.index): e for e in report.examples}
+    first = {i: next(e for e in report.examples if e.index == i) for i in columns}
+    pic = 'class="px" width="84" height="84"'
+    head = "<tr><th></th>" + "".join(f"<th>example {i}</th>" for i in columns) + "</tr>"
+    clean_row = "<tr><th>clean</th>"
+    for i in columns:
+        e = first[i]
+        clean_row += (
+            f"<td>{img(_png(_image(e.clean_u8, e.shape)), f'clean example {i}', attrs=pic)}"
+            f'<div class="cap">true <b>{esc(label(e.label))}</b>, predicted '
+            f"{esc(label(e.clean_pred))} ({100 * e.clean_conf:.0f}%)</div></td>"
+        )
+    rows = [head, clean_row + "</tr>"]
+    for key, outcome in report.threats.items():
+        cells = ""
+        for i in columns:
+            kept = by.get((key, i))
+            if kept is None:
+                if i < len(report.clean_correct) and not report.clean_correct[i]:
+                    state = "misclassified without attack"
+                elif i < len(outcome.robust) and outcome.robust[i]:
+                    state = "not broken"
+                else:
+                    state = "broken (picture not kept)"
+                cells += f'<td class="muted cap">{state}</td>'
+                continue
+            e = kept
+            clean, adv = _image(e.clean_u8, e.shape), _image(e.adv_u8, e.shape)
+            delta, amp = _perturbation(clean, adv)
+            norm = outcome.norm[i] if i < len(outcome.norm) else None
+            params = outcome.params[i] if i < len(outcome.params) else None
+            cells += (
+                f"<td>{img(_png(adv), f'adversarial example {i} under {key}', attrs=pic)}"
+                f"<br>{img(_png(delta), f'perturbation of example {i} under {key}', attrs=pic)}"
+                f'<div class="cap">{esc(label(e.label))} → <b class="bad">'
+                f"{esc(label(e.adv_pred))}</b> ({100 * e.adv_conf:.0f}%)<br>"
+                f"{esc(e.attack)}, {esc(_size(key, norm, params))}<br>"
+                f'<span class="muted">perturbation ×{amp:.0f}</span></div></td>'
             )
+        rows.append(f"<tr><th>{esc(key)}</th>{cells}</tr>")
     return (
-        "<p>Each pair: the clean image with the model's prediction and confidence, and below it "
-        "the adversarial image with the new prediction and confidence.</p>" + _figure(fig)
+        "<p>Top row: the clean images with their true class and the model's prediction. Then, "
+        "per threat model: the adversarial image and its perturbation (adversarial − clean, "
+        "channels summed, red where pixels got brighter and blue where darker, amplified so "
+        "the largest change is full colour), true → predicted class with the model's "
+        "confidence, the attack that broke it and the perturbation's size.</p>"
+        f'<table id="examples">{"".join(rows)}</table>'
     )
 
 
-def _largest(sizes: dict[str, float]) -> str:
-    return ", ".join(f"{k} {v:.4g}" for k, v in sizes.items())
+def _cell(value: Any) -> str:
+    """One value in words: numbers to 4 significant digits, lists joined, dicts as k=v."""
+    if isinstance(value, bool) or value is None:
+        return {True: "yes", False: "no", None: "—"}[value]
+    if isinstance(value, float):
+        return f"{value:.4g}" if math.isfinite(value) else str(value)
+    if isinstance(value, dict):
+        return ", ".join(f"{k} = {_cell(v)}" for k, v in value.items()) or "—"
+    if isinstance(value, list | tuple):
+        return ", ".join(_cell(v) for v in value) or "—"
+    return str(value)
+
+
+def _rows(values: dict[str, Any], prefix: str = "") -> list[tuple[str, str]]:
+    """Nested settings flattened to (key path, value in words) rows."""
+    out: list[tuple[str, str]] = []
+    for k, v in values.items():
+        path = f"{prefix}{k}"
+        if isinstance(v, dict) and v and all(isinstance(w, dict | list) for w in v.values()):
+            out += _rows(v, path + " / ")
+        elif isinstance(v, dict) and len(v) > 6:
+            out += _rows(v, path + " / ")
+        else:
+            out.append((path, _cell(v)))
+    return out
+
+
+def _settings(report: EvaluationReport) -> str:
+    settings = dict(report.settings)
+    attacks = settings.pop("attacks", {})
+    rows = _rows(settings)
+    for threat, specs in attacks.items() if isinstance(attacks, dict) else []:
+        text = "; ".join(
+            f"{s.get('label')} ({s.get('attack')}: {_cell(s.get('options', {}))})"
+            if isinstance(s, dict)
+            else str(s)
+            for s in specs
+        )
+        rows.append((f"attacks / {threat}", text))
+    return (
+        table(["setting", "value"], rows, table_id="settings-table")
+        + '<details><summary>settings as JSON</summary><pre id="settings">'
+        + esc(json.dumps(report.settings, indent=1))
+        + "</pre></details>"
+    )
+
+
+def _checks_section(report: EvaluationReport) -> str:
+    """Every check that ran: passed or fired, with the evidence as a table (JSON collapsed)."""
+    from .report import CATALOGUE  # at call time: the report module imports this one
+
+    fired: dict[tuple[str, str | None], list[Any]] = {}
+    for c in report.checks:
+        fired.setdefault((c.name, c.threat), []).append(c)
+    ran = [(r["name"], r.get("threat")) for r in report.checks_run]
+    ran += [k for k in fired if k not in ran]  # older reports recorded only the fired ones
+    rows = []
+    for name, threat in ran:
+        what = CATALOGUE.get(name, "")
+        status = (
+            '<b class="bad">fired</b>'
+            if (name, threat) in fired
+            else '<span class="good">passed</span>'
+        )
+        rows.append(
+            f"<tr><td>{status}</td><td><code>{esc(name)}</code></td><td>{esc(threat or 'model')}"
+            f"</td><td>{esc(what)}</td></tr>"
+        )
+    listing = (
+        '<table id="checks-table"><tr><th>status</th><th>check</th><th>on</th><th>verifies'
+        "</th></tr>" + "".join(rows) + "</table>"
+    )
+    if not report.checks_run:
+        listing += (
+            '<p class="muted">This report did not record the checks that passed; only those '
+            "that fired are listed.</p>"
+        )
+    details = "".join(
+        f'<div class="check"><b>{esc(c.name)}</b>'
+        + (f" — {esc(c.threat)}" if c.threat else "")
+        + f"<p>{esc(c.message)}</p>"
+        + table(["evidence", "value"], _rows(c.evidence))
+        + "<details><summary>evidence as JSON</summary><pre>"
+        + esc(json.dumps(c.evidence, indent=1))
+        + "</pre></details></div>"
+        for c in report.checks
+    )
+    return listing + details
+
+
+def _checks_status(report: EvaluationReport) -> str:
+    """One line for the top of the page: how many checks ran, passed and fired (which)."""
+    names = sorted({c.name for c in report.checks})
+    ran = len(report.checks_run)
+    if ran:
+        passed = ran - len({(c.name, c.threat) for c in report.checks})
+        head = f"{ran} checks ran: {passed} passed, {ran - passed} fired"
+    else:
+        head = f"{len(report.checks)} check(s) fired"
+    cls = "warn" if names else "ok"
+    tail = f" ({', '.join(names)}): see Checks below" if names else ""
+    return f'<div class="{cls}" id="checks-status"><b>Checks:</b> {esc(head + tail)}.</div>'
+
+
+#: The phases of ``report.timings`` in words.
+TIMING_WORDS = {
+    "checks_before": "model checks before the attacks (outputs, gradients)",
+    "attacks": "attacks (each threat's ensemble on every example)",
+    "checks_after": "checks after the attacks (a very large ε, twice the steps)",
+    "minimal_distortion": "minimal-distortion search",
+    "curves": "accuracy-vs-ε curves",
+    "total": "total",
+}
+
+
+def _timings(report: EvaluationReport) -> str:
+    rows = [
+        (TIMING_WORDS.get(k, k.replace("_", " ")), f"{v:.1f} s") for k, v in report.timings.items()
+    ]
+    rows += [(f"curve {c.threat_type}", f"{c.seconds:.1f} s") for c in report.curves if c.seconds]
+    return table(["phase", "time"], rows, numeric=[1], table_id="timings")
+
+
+def _model(settings: dict[str, Any]) -> str:
+    name = settings.get("checkpoint") or settings.get("model") or "model not recorded"
+    sha = settings.get("model_sha256")
+    return str(name) + (f" (sha256 {str(sha)[:12]})" if sha else "")
+
+
+def _preset(settings: dict[str, Any]) -> str:
+    preset = settings.get("preset")
+    name = preset.get("name") if isinstance(preset, dict) else preset
+    return str(name or "not recorded")
+
+
+#: Presets whose ensembles are deliberately small: their robust accuracies are loose.
+WEAK_PRESETS = ("quick",)
 
 
 def render(report: EvaluationReport) -> str:
-    """The report as an HTML document (a string)."""
-    names = [str(v) for v in report.settings.get("class_names", [])]
+    """The report as an HTML document (a string).
+
+    The first screen holds the model, the dataset and preset, the clean, per-threat and union
+    accuracies (robust ones marked as upper bounds) and the checks' status; the sections below
+    hold the checks, curves, pictures, timings and settings.
+    """
+    settings = report.settings
+    names = [str(v) for v in settings.get("class_names", [])]
+    preset = _preset(settings)
     summary = [
-        "<tr><th>threat model</th><th>robust accuracy</th><th>attacks (examples broken)</th>"
-        "<th>largest perturbation</th><th>queries / example</th><th>seconds</th></tr>",
-        f'<tr><td>clean</td><td class="num">{pct(report.clean_accuracy)}</td>'
-        "<td></td><td></td><td></td><td></td></tr>",
+        "<tr><th>threat model</th><th>accuracy</th><th>attacks (examples broken)</th>"
+        "<th>largest perturbation</th><th>queries / example</th><th>time</th></tr>",
+        f'<tr><td>clean (no attack)</td><td class="num" id="clean-cell">'
+        f"{pct(report.clean_accuracy)}</td><td></td><td></td><td></td><td></td></tr>",
     ]
     for key, t in report.threats.items():
         counts = ", ".join(f"{esc(a)} ({c})" for a, c in t.broken_counts().items())
+        largest = t.largest
+        biggest = _words(largest, key) if largest else "none broken"
         summary.append(
-            f'<tr><td>{esc(key)}</td><td class="num">{pct(report.robust_accuracy[key])}</td>'
-            f'<td>{counts}</td><td class="num">{esc(_largest(t.largest))}</td>'
+            f'<tr><td>{esc(key)}</td><td class="num" id="robust-{esc(key)}">'
+            f'<span class="ub" title="upper bound">≤ </span>{pct(report.robust_accuracy[key])}</td>'
+            f'<td>{counts}</td><td class="num">{esc(biggest)}</td>'
             f'<td class="num">{t.queries / max(report.n, 1):.1f}</td>'
-            f'<td class="num">{t.seconds:.1f}</td></tr>'
+            f'<td class="num">{t.seconds:.1f} s</td></tr>'
         )
     summary.append(
-        f'<tr><th>union (worst case per example)</th><th class="num">'
-        f"{pct(report.union_accuracy)}</th><th></th><th></th><th></th><th></th></tr>"
+        f'<tr><th>union (worst case per example)</th><th class="num" id="union-cell">'
+        f'<span class="ub" title="upper bound">≤ </span>{pct(report.union_accuracy)}</th>'
+        "<th></th><th></th><th></th><th></th></tr>"
     )
-    if report.checks:
-        checks = "".join(
-            f'<div class="check"><b>{esc(c.name)}</b>'
-            + (f" — {esc(c.threat)}" if c.threat else "")
-            + f"<p>{esc(c.message)}</p><pre>{esc(json.dumps(c.evidence, indent=1))}</pre></div>"
-            for c in report.checks
-        )
-    else:
-        checks = '<div class="ok">No check fired.</div>'
-    timings = table(
-        ["phase", "time"], [(k, f"{v:.1f} s") for k, v in report.timings.items()], numeric=[1]
+    dataset = settings.get("dataset")
+    split = settings.get("split")
+    data = f"{dataset} ({split})" if dataset and split else str(dataset or "tensors")
+    weak = (
+        f'<div class="warn" id="preset-warning">The <b>{esc(preset)}</b> preset runs a small '
+        "attack ensemble: its robust accuracies are loose upper bounds that stronger attacks "
+        "can lower. Use <code>--preset standard</code> or <code>thorough</code> for numbers "
+        "to report.</div>"
+        if preset in WEAK_PRESETS
+        else ""
     )
     body = f"""<h1>multirobust evaluation report</h1>
-<p>{report.n} examples; clean accuracy <b id="clean-accuracy">{pct(report.clean_accuracy)}</b>;
-union robust accuracy <b id="union-accuracy">{pct(report.union_accuracy)}</b>;
-{len(report.checks)} check(s) fired.</p>
-<h2>Summary</h2><table id="summary">{"".join(summary)}</table>
-<p class="muted">Robust accuracy counts examples classified correctly under every attack of the
-ensemble; the union counts those robust under every threat model at once.</p>
-<h2>Checks (Carlini et al. 2019)</h2>{checks}
+<p class="meta">Model <b id="model">{esc(_model(settings))}</b> · data {esc(data)}, n = {report.n}
+· preset <b id="preset">{esc(preset)}</b> · seed {esc(settings.get("seed", "—"))}</p>
+{weak}
+<p>Clean accuracy <b id="clean-accuracy">{pct(report.clean_accuracy)}</b>; union robust accuracy
+<b id="union-accuracy">≤ {pct(report.union_accuracy)}</b> (upper bound).</p>
+<table id="summary">{"".join(summary)}</table>
+<p class="muted">Robust accuracies (≤) are upper bounds: an example counts as robust when no
+attack of the ensemble broke it, and a stronger attack may still break it. The union counts
+those robust under every threat model at once.</p>
+{_checks_status(report)}
+<h2>Checks (Carlini et al. 2019)</h2>{_checks_section(report)}
 <h2>Robust accuracy against ε</h2>{_curves(report)}
 {_minimal_distortion(report)}
-<h2>Adversarial examples</h2>{_grid(report, names)}
+<h2>Adversarial examples</h2>{_examples(report, names)}
 {report.landscapes.get("html", "")}
-<h2>Timings</h2>{timings}
-<h2>Settings</h2><pre id="settings">{esc(json.dumps(report.settings, indent=1))}</pre>
+<h2>Timings</h2>{_timings(report)}
+<h2>Settings</h2>{_settings(report)}
 """
-    return page("multirobust evaluation report", body) + "\n"
+    return page("multirobust evaluation report", body, css=_CSS) + "\n"
+
+
+_CSS = """
+.meta{font-size:1.05em}.ub{color:#888}.bad{color:#b00}.good{color:#2a7a2a}
+.warn{border-left:4px solid #d9822b;background:#fff7ec;padding:.4em 1em;margin:.6em 0}
+img.px{image-rendering:pixelated;margin:1px;border:1px solid #ddd}
+.cap{font-size:13px;line-height:1.3}#examples td{vertical-align:top;text-align:center}
+details pre{max-height:30em}
+"""

@@ -24,7 +24,7 @@ from torch import nn
 
 from ..landscape import landscape_check, render_section
 from ..landscape.input_space import InputSurface
-from ..landscape.masking import MaskingEvidence
+from ..landscape.masking import CHECK_NAME, MaskingEvidence
 from ..threats import Threat
 from .report import Check, EvaluationReport
 
@@ -41,12 +41,14 @@ class LandscapePass:
     Attributes:
         broken: threat text -> [(example index, norm of the grid's perturbation)].
         checks: the ``landscape-beats-attacks`` checks that fired.
+        ran: the threats whose ball the grid searched (for the report's list of checks run).
         html: the report's landscape section ("" when no threat had a robust example).
         summary: threat text -> the masking evidence as JSON (``MaskingEvidence.to_dict``).
     """
 
     broken: dict[str, list[tuple[int, float]]] = field(default_factory=dict)
     checks: list[Check] = field(default_factory=list)
+    ran: list[str] = field(default_factory=list)
     html: str = ""
     summary: dict[str, Any] = field(default_factory=dict)
 
@@ -107,6 +109,7 @@ def landscape_pass(
         )
         assert ev.surface is not None  # landscape_check keeps the surface it read
         surfaces.append(ev.surface)
+        found.ran.append(key)
         evidence.append(ev)
         rows_of.append(rows)
         found.summary[key] = ev.to_dict()
@@ -142,4 +145,5 @@ def apply_landscape_pass(report: EvaluationReport, found: LandscapePass) -> None
         report.robust_accuracy[key] = outcome.robust_accuracy
     report.union_accuracy = sum(report.union_robust) / max(report.n, 1)
     report.checks += found.checks
+    report.checks_run += [{"name": CHECK_NAME, "threat": key} for key in found.ran]
     report.landscapes = {"html": found.html, "evidence": found.summary}

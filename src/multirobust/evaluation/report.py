@@ -28,6 +28,27 @@ FORMAT = "multirobust-evaluation"
 VERSION = 1
 
 
+#: Every check an evaluation can run: name -> what it verifies (the report lists each one that
+#: ran, passed or fired).
+CATALOGUE: dict[str, str] = {
+    "randomised-model": "outputs are the same for two identical calls",
+    "probability-outputs": "outputs are logits, not probabilities",
+    "no-gradient-path": "the loss has a gradient with respect to the input",
+    "non-finite-gradients": "input gradients are finite",
+    "zero-gradients": "input gradients are not zero or vanishing",
+    "black-box-beats-white-box": "no black-box attack breaks an example every white-box one missed",
+    "outside-threat-model": "every attack result lies inside the threat model",
+    "attack-errors": "every attack of the ensemble ran without error",
+    "large-eps-not-zero": "accuracy falls to about 0 at a very large ε",
+    "more-steps-lower-accuracy": (
+        "twice the steps of the strongest white-box attack break nothing more"
+    ),
+    "landscape-beats-attacks": (
+        "a grid over a 2-D slice of the ball finds no misclassified input the attacks missed"
+    ),
+}
+
+
 @dataclass
 class Check:
     """A check of Carlini et al. (2019) that fired, with its evidence.
@@ -140,6 +161,9 @@ class EvaluationReport:
         labels, clean_pred, clean_correct: per-example labels, clean predictions, correctness.
         threats: threat text -> :class:`ThreatOutcome`.
         checks: the checks that fired.
+        checks_run: every check that ran, fired or passed, in order: ``{"name", "threat"}``
+            (threat None for the model as a whole); empty in reports written before it was
+            recorded.
         examples: clean/adversarial pairs for the picture grid.
         curves: accuracy-vs-ε curves (filled by :func:`multirobust.evaluation.curve` callers).
         minimal_distortion: norm -> :meth:`multirobust.attacks.minimal.MinimalDistortion.
@@ -164,6 +188,7 @@ class EvaluationReport:
     clean_correct: list[bool]
     threats: dict[str, ThreatOutcome]
     checks: list[Check]
+    checks_run: list[dict[str, Any]] = field(default_factory=list)
     examples: list[AdversarialExample] = field(default_factory=list)
     curves: list[Curve] = field(default_factory=list)
     minimal_distortion: dict[str, dict[str, Any]] = field(default_factory=dict)

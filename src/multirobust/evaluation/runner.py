@@ -258,18 +258,22 @@ def _attack_batch(
     keep_examples: int,
     offset: int,
     keep_adversarial: bool,
+    advance: Callable[[int], None] | None = None,
 ) -> tuple[ThreatBatch, torch.Tensor | None]:
     """Run the ensemble for one threat on one batch: its record, and (if asked) the inputs
-    with the adversarial ones where broken."""
+    with the adversarial ones where broken. ``advance(n)`` is called after each attack with
+    the batch's size (examples the attack has dealt with, broken ones included)."""
     n = x.shape[0]
     robust = correct.clone()
     out = ThreatBatch(robust=[], broken_by=[None] * n, norm=[None] * n, params=[None] * n)
     x_adv = x.clone() if keep_adversarial else None
     start = time.perf_counter()
     passes_before = model.counts() if isinstance(model, PassCounter) else (0, 0)
-    for spec in specs:
+    tick = advance or (lambda _: None)
+    for done, spec in enumerate(specs):
         rows = robust.nonzero().flatten()
         if rows.numel() == 0:
+            tick(n * (len(specs) - done))  # every example broken: the rest have nothing to do
             break
         attack = spec.build(threat, seed=0)
         gen = torch.Generator(device=x.device).manual_seed(
@@ -280,10 +284,12 @@ def _attack_batch(
         except ThreatViolation as err:
             out.outside[spec.label] = out.outside.get(spec.label, 0) + int(rows.numel())
             log.warning("attack %s under %s rejected: %s", spec.label, threat, err)
+            tick(n)
             continue
         except RuntimeError as err:
             out.errors[spec.label] = str(err).splitlines()[0]
             log.warning("attack %s under %s failed: %s", spec.label, threat, out.errors[spec.label])
+            tick(n)
             continue
         out.queries += res.queries
         inside = threat.contains(res.x_adv, x[rows], atol=1e-4, params=res.params)
@@ -291,6 +297,7 @@ def _attack_batch(
         if bool(bad.any()):
             out.outside[spec.label] = out.outside.get(spec.label, 0) + int(bad.sum())
         hit = (res.success & inside).nonzero().flatten()
+        tick(n)
         if hit.numel() == 0:
             continue
         robust[rows[hit]] = False
@@ -341,8 +348,9 @@ def _run_batch(
     offset: int,
     keep_examples: int,
     keep_adversarial: bool = False,
+    advance: Callable[[int], None] | None = None,
 ) -> BatchRecord:
-    """Every threat's ensemble on one batch."""
+    """Every threat's ensemble on one batch (``advance``: see :func:`_attack_batch`)."""
     with torch.no_grad():
         logits = model(x).float()
     correct = logits.argmax(1) == y
@@ -367,6 +375,7 @@ def _run_batch(
             keep_examples=keep_examples,
             offset=offset,
             keep_adversarial=keep_adversarial,
+            advance=advance,
         )
         record.threats[str(t)] = outcome
         if x_adv is not None:
@@ -389,18 +398,26 @@ def _batches(
     keys = [str(t) for t in plan.threats]
     counted = PassCounter(plan.attacked)
     done: dict[int, BatchRecord] = {}
+    # The bar counts (example, attack) pairs: it moves after every attack of every threat on
+    # each batch, not once per batch (a batch of 500 under four threats can take minutes).
+    per_example = sum(len(plan.ensembles[k]) for k in keys)
     bar = tqdm(
-        total=sum(min(bs, n - starts[b]) for b in mine),
-        desc="evaluate",
-        unit="img",
+        total=sum(min(bs, n - starts[b]) for b in mine) * per_example,
+        desc="attacks",
+        unit=" example-attacks",
+        unit_scale=True,
         disable=not progress or not plan.shard.is_main,
         leave=False,
+        dynamic_ncols=True,
     )
     for k, b in enumerate(mine):
         s = starts[b]
         size = min(bs, n - s)
         record = None if store is None else store.load(b, n=size, threats=keys)
-        if record is None:
+        bar.set_description(f"attacks, batch {k + 1}/{len(mine)}", refresh=False)
+        if record is not None:
+            bar.update(size * per_example)  # resumed from the store
+        else:
             record = _run_batch(
                 counted,
                 plan.x[s : s + bs],
@@ -412,14 +429,15 @@ def _batches(
                 offset=s,
                 keep_examples=examples_per_threat,
                 keep_adversarial=keep_adversarial,
+                advance=bar.update,
             )
             record.rank = plan.shard.rank
             if store is not None:
                 store.save(b, record)
         done[b] = record
-        bar.update(size)
         if on_batch is not None:
             on_batch(k + 1, len(mine))
+    bar.refresh()  # the last state (100%), drawn even between display intervals
     bar.close()
     gathered = _dist.merge(_dist.all_gather(done, plan.shard))
     return [gathered[b] for b in range(len(starts))]
@@ -438,6 +456,7 @@ def _assemble(
     outcomes: dict[str, ThreatOutcome] = {}
     examples: list[AdversarialExample] = []
     found: list[Check] = []
+    ran: list[dict[str, Any]] = []
     for t in threat_list:
         key = str(t)
         parts = [r.threats[key] for r in records]
@@ -462,6 +481,12 @@ def _assemble(
                 outside[k] = outside.get(k, 0) + v
             errors.update(p.errors)
         specs = ensembles[key]
+        has_both = {s.white_box for s in specs} == {True, False}
+        for name in ["black-box-beats-white-box"] * has_both + [
+            "outside-threat-model",
+            "attack-errors",
+        ]:
+            ran.append({"name": name, "threat": key})
         bb = _checks.black_box_check(
             key,
             outcome.broken_by,
@@ -492,6 +517,7 @@ def _assemble(
         clean_correct=clean_correct,
         threats=outcomes,
         checks=found,
+        checks_run=ran,
         examples=examples,
     )
     report.union_accuracy = sum(report.union_robust) / max(n, 1)
@@ -503,50 +529,89 @@ def _assemble(
 
 
 # ---------------------------------------------------------------------------- checks
-def _post_checks(plan: _Plan, report: EvaluationReport) -> list[Check]:
-    """The checks that need extra attacks: a large ε, and twice the steps."""
-    model, x, y, seed = plan.attacked, plan.x, plan.labels, plan.seed
-    found: list[Check] = []
-    correct = torch.tensor(report.clean_correct, device=x.device)
-    dim = int(x[0].numel())
+def _post_checks(
+    plan: _Plan, report: EvaluationReport, *, progress: bool = False
+) -> tuple[list[Check], list[dict[str, Any]]]:
+    """The checks that need extra attacks: a large ε, and twice the steps. Returns the fired
+    checks and every check that ran; a bar moves after each extra attack."""
+    correct = torch.tensor(report.clean_correct, device=plan.x.device)
     # One large ball per norm among the threats (ℓp balls only: the others have no "large ε").
     balls = {t.name: t for t in plan.threats if t.additive}
     sample = correct.nonzero().flatten()[:LARGE_EPS_SAMPLE]
-    for name in sorted(balls):
-        if sample.numel() == 0 or not plan.probe.gradients_available:
-            break
-        big = _checks.large_eps_threat(balls[name], dim)  # type: ignore[arg-type]
-        attack = create("pgd", threat=big, steps=20, loss="ce")
-        gen = torch.Generator(device=x.device).manual_seed(stable_seed(seed, "large-eps", big))
-        res = attack(model, x[sample], y[sample], generator=gen)
-        c = _checks.large_eps_check(
-            str(big), int(res.robust.sum()), int(sample.numel()), "pgd (ce, 20 steps)"
-        )
-        if c is not None:
-            found.append(c)
-    for t in plan.threats:
-        key = str(t)
-        white = [s for s in plan.ensembles[key] if s.white_box and "steps" in s.options]
-        robust = torch.tensor(report.threats[key].robust, device=x.device)
-        rows = robust.nonzero().flatten()[:MORE_STEPS_SAMPLE]
-        if not white or rows.numel() == 0:
-            continue
-        spec = white[-1]
-        options = {**spec.options, "steps": 2 * int(spec.options["steps"])}
-        attack = create(spec.attack, threat=t, **options)
-        gen = torch.Generator(device=x.device).manual_seed(stable_seed(seed, "more-steps", key))
-        try:
-            res = attack(model, x[rows], y[rows], generator=gen)
-        except RuntimeError:
-            continue
-        inside = t.contains(res.x_adv, x[rows], atol=1e-4, params=res.params)
-        broken = int((res.success & inside).sum())
-        c = _checks.more_steps_check(
-            key, spec.label, options["steps"], broken, int(rows.numel()), options
-        )
-        if c is not None:
-            found.append(c)
-    return found
+    found: list[Check] = []
+    ran: list[dict[str, Any]] = []
+    bar = tqdm(
+        total=len(balls) + len(plan.threats),
+        desc="checks after the attacks",
+        unit="check",
+        disable=not progress,
+        leave=False,
+    )
+    with bar:
+        for name in sorted(balls):
+            bar.set_description(f"check: a very large {name} ε", refresh=False)
+            if sample.numel() and plan.probe.gradients_available:
+                _large_eps(plan, balls[name], sample, found, ran)
+            bar.update(1)
+        for t in plan.threats:
+            bar.set_description(f"check: twice the steps under {t}", refresh=False)
+            _more_steps(plan, report, t, found, ran)
+            bar.update(1)
+        bar.refresh()  # the last state (100%), drawn even between display intervals
+    return found, ran
+
+
+def _large_eps(
+    plan: _Plan,
+    ball: Threat,
+    sample: torch.Tensor,
+    found: list[Check],
+    ran: list[dict[str, Any]],
+) -> None:
+    """PGD at a very large ε of ``ball``'s norm on ``sample``: accuracy should reach ~0."""
+    x, y = plan.x, plan.labels
+    big = _checks.large_eps_threat(ball, int(x[0].numel()))  # type: ignore[arg-type]
+    attack = create("pgd", threat=big, steps=20, loss="ce")
+    gen = torch.Generator(device=x.device).manual_seed(stable_seed(plan.seed, "large-eps", big))
+    res = attack(plan.attacked, x[sample], y[sample], generator=gen)
+    ran.append({"name": "large-eps-not-zero", "threat": str(big)})
+    c = _checks.large_eps_check(
+        str(big), int(res.robust.sum()), int(sample.numel()), "pgd (ce, 20 steps)"
+    )
+    if c is not None:
+        found.append(c)
+
+
+def _more_steps(
+    plan: _Plan,
+    report: EvaluationReport,
+    t: Threat,
+    found: list[Check],
+    ran: list[dict[str, Any]],
+) -> None:
+    """The strongest white-box attack with twice the steps on the examples counted robust."""
+    x, y, key = plan.x, plan.labels, str(t)
+    white = [s for s in plan.ensembles[key] if s.white_box and "steps" in s.options]
+    robust = torch.tensor(report.threats[key].robust, device=x.device)
+    rows = robust.nonzero().flatten()[:MORE_STEPS_SAMPLE]
+    if not white or rows.numel() == 0:
+        return
+    spec = white[-1]
+    options = {**spec.options, "steps": 2 * int(spec.options["steps"])}
+    attack = create(spec.attack, threat=t, **options)
+    gen = torch.Generator(device=x.device).manual_seed(stable_seed(plan.seed, "more-steps", key))
+    try:
+        res = attack(plan.attacked, x[rows], y[rows], generator=gen)
+    except RuntimeError:
+        return
+    inside = t.contains(res.x_adv, x[rows], atol=1e-4, params=res.params)
+    broken = int((res.success & inside).sum())
+    ran.append({"name": "more-steps-lower-accuracy", "threat": key})
+    c = _checks.more_steps_check(
+        key, spec.label, options["steps"], broken, int(rows.numel()), options
+    )
+    if c is not None:
+        found.append(c)
 
 
 def _minimal_distortions(plan: _Plan) -> dict[str, dict[str, Any]]:
@@ -696,10 +761,15 @@ def evaluate(
 
         report = _assemble(records, plan.threats, plan.ensembles, examples_per_threat)
         report.checks = list(plan.probe.checks) + report.checks
+        report.checks_run = [
+            {"name": name, "threat": None} for name in plan.probe.ran
+        ] + report.checks_run
         if run_checks:
             t0 = time.perf_counter()
-            post = _post_checks(plan, report) if plan.shard.is_main else []
-            report.checks += _dist.broadcast(post, plan.shard)
+            post = _post_checks(plan, report, progress=progress) if plan.shard.is_main else ([], [])
+            fired, ran = _dist.broadcast(post, plan.shard)
+            report.checks += fired
+            report.checks_run += ran
             timings["checks_after"] = time.perf_counter() - t0
         if landscapes:
             t0 = time.perf_counter()

@@ -12,7 +12,11 @@ both axes, and a fitted curve shows the trend:
   classification error. A clean accuracy of 1 would make ln(0); the error is floored at
   0.5 / n (half an example).
 
-A fit needs at least two models with different clean accuracies; otherwise none is drawn.
+Both fits are written in the units of the plot's axes (accuracies in %). A fit needs at least
+``MIN_FIT_MODELS`` (4) models with different clean accuracies: a line through two or three
+points fits them (nearly) exactly and says nothing about a trend, so with fewer no fit is drawn
+and a warning says why. Reports evaluated on different numbers of examples, with different
+presets or under different threat models are compared with a warning that names them.
 """
 
 from __future__ import annotations
@@ -31,6 +35,7 @@ from ..evaluation.report import EvaluationReport
 from ..pages import esc, figure_png, img, page, pyplot
 
 __all__ = [
+    "MIN_FIT_MODELS",
     "CompareError",
     "Model",
     "compare",
@@ -41,6 +46,10 @@ __all__ = [
     "pareto_front",
     "summarise",
 ]
+
+
+#: The fewest models a trend line is fitted through (two points always give R² = 1).
+MIN_FIT_MODELS = 4
 
 
 class CompareError(ValueError):
@@ -61,6 +70,7 @@ class Model:
     dataset: str | None
     n: int
     report: EvaluationReport
+    preset: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -73,6 +83,7 @@ class Model:
             "threats": self.threats,
             "dataset": self.dataset,
             "n": self.n,
+            "preset": self.preset,
         }
 
 
@@ -118,6 +129,7 @@ def load_models(paths: list[str | os.PathLike[str]]) -> list[Model]:
         seen[label] = seen.get(label, 0) + 1
         if seen[label] > 1:
             label = f"{label}#{seen[label]}"
+        preset = report.settings.get("preset")
         models.append(
             Model(
                 label=label,
@@ -132,6 +144,7 @@ def load_models(paths: list[str | os.PathLike[str]]) -> list[Model]:
                 dataset=report.settings.get("dataset"),
                 n=int(report.n),
                 report=report,
+                preset=preset.get("name") if isinstance(preset, dict) else preset,
             )
         )
     return models
@@ -151,14 +164,15 @@ def pareto_front(xs: list[float], ys: list[float]) -> list[int]:
 
 
 def _least_squares(u: np.ndarray, v: np.ndarray) -> dict[str, float] | None:
-    """v ≈ a + b·u by least squares, with R²; None when u has fewer than 2 distinct values."""
-    if u.size < 2 or np.unique(u).size < 2:
+    """v ≈ a + b·u by least squares, with R²; None with fewer than ``MIN_FIT_MODELS`` points
+    or fewer than two distinct values of u."""
+    if u.size < MIN_FIT_MODELS or np.unique(u).size < 2:
         return None
     b, a = np.polyfit(u, v, 1)
     pred = a + b * u
     ss_tot = float(((v - v.mean()) ** 2).sum())
     r2 = 1.0 - float(((v - pred) ** 2).sum()) / ss_tot if ss_tot > 0 else 1.0
-    return {"a": float(a), "b": float(b), "r2": r2}
+    return {"a": float(a), "b": float(b), "r2": r2, "models": int(u.size)}
 
 
 def _error(acc: np.ndarray, n: np.ndarray) -> np.ndarray:
@@ -166,39 +180,93 @@ def _error(acc: np.ndarray, n: np.ndarray) -> np.ndarray:
 
 
 def fit_union(models: list[Model]) -> dict[str, Any] | None:
-    """Least-squares line union = a + b · clean accuracy."""
-    acc = np.array([m.clean_accuracy for m in models])
-    rob = np.array([m.union_accuracy for m in models])
+    """Least-squares line union (%) = a + b · clean (%), in the units of the plot's axes.
+
+    Returns:
+        ``{"form", "a", "b", "r2", "models"}``, or None with fewer than ``MIN_FIT_MODELS``
+        models or a single clean accuracy.
+    """
+    acc = np.array([100.0 * m.clean_accuracy for m in models])
+    rob = np.array([100.0 * m.union_accuracy for m in models])
     fit = _least_squares(acc, rob)
-    return None if fit is None else {"form": "union = a + b * clean_accuracy", **fit}
+    return None if fit is None else {"form": "union (%) = a + b * clean (%)", **fit}
 
 
 def fit_distortion(models: list[Model], norm: str) -> dict[str, Any] | None:
-    """Least squares of median distortion = a + b · ln(1 − clean accuracy) (Su et al. 2018)."""
+    """Least squares of median distortion = a + b · ln(1 − clean (%) / 100) (Su et al. 2018).
+
+    The distortion is in the norm's own units (the plot's y axis), the clean accuracy in %
+    (its x axis); ``1 − clean/100`` is the error rate, floored at half an example.
+
+    Returns:
+        ``{"form", "a", "b", "r2", "models"}``, or None with fewer than ``MIN_FIT_MODELS``
+        models that have a finite median or a single clean accuracy.
+    """
     have = [m for m in models if math.isfinite(m.min_distortion.get(norm, math.nan))]
     acc = np.array([m.clean_accuracy for m in have])
     dist = np.array([m.min_distortion[norm] for m in have])
     err = _error(acc, np.array([m.n for m in have]))
     fit = _least_squares(np.log(err), dist)
-    return None if fit is None else {"form": "median = a + b * ln(1 - clean_accuracy)", **fit}
+    return None if fit is None else {"form": "median = a + b * ln(1 - clean (%) / 100)", **fit}
+
+
+def _grouped(models: list[Model], key: Any) -> str:
+    """``value (label, label); value (label)`` for the models grouped by ``key(model)``."""
+    groups: dict[str, list[str]] = {}
+    for m in models:
+        groups.setdefault(str(key(m)), []).append(m.label)
+    return "; ".join(f"{value} ({', '.join(labels)})" for value, labels in groups.items())
+
+
+def _warnings(models: list[Model]) -> list[str]:
+    """What makes these reports less comparable than they look, in words."""
+    warnings = []
+    if len({tuple(sorted(m.threats)) for m in models}) > 1:
+        warnings.append(
+            "The reports were evaluated under different threat models, so their union robust "
+            "accuracies are not directly comparable: "
+            + _grouped(models, lambda m: ", ".join(m.threats) or "none")
+            + "."
+        )
+    if len({m.dataset for m in models}) > 1:
+        warnings.append(
+            "The reports come from different datasets: " + _grouped(models, lambda m: m.dataset)
+        )
+    if len({m.n for m in models}) > 1:
+        worst = 100 * math.sqrt(0.25 / max(min(m.n for m in models), 1))
+        warnings.append(
+            "The reports were evaluated on different numbers of examples: "
+            + _grouped(models, lambda m: f"n = {m.n}")
+            + f". Their accuracies are not equally precise (a standard error of up to "
+            f"{worst:.1f} points at the smallest n)."
+        )
+    if len({m.preset for m in models}) > 1:
+        warnings.append(
+            "The reports were evaluated with different attack presets: "
+            + _grouped(models, lambda m: m.preset or "unknown")
+            + ". A weaker preset (quick) gives upper bounds on robust accuracy, so its "
+            "models look more robust than the others."
+        )
+    if len(models) < MIN_FIT_MODELS:
+        warnings.append(
+            f"{len(models)} model(s): no trend line is fitted (a fit needs at least "
+            f"{MIN_FIT_MODELS} models; through fewer points a line fits almost exactly and "
+            "says nothing about a trend)."
+        )
+    elif len({m.clean_accuracy for m in models}) < 2:
+        warnings.append("Every model has the same clean accuracy: no trend line is fitted.")
+    return warnings
 
 
 def summarise(models: list[Model]) -> dict[str, Any]:
     """Everything compare.json holds: models, Pareto frontiers, fits, warnings."""
     norms = sorted({k for m in models for k in m.min_distortion})
     acc = [m.clean_accuracy for m in models]
-    warnings = []
-    if len({tuple(sorted(m.threats)) for m in models}) > 1:
-        warnings.append(
-            "The reports were evaluated under different threat models: their union robust "
-            "accuracies are not directly comparable."
-        )
-    if len({m.dataset for m in models}) > 1:
-        warnings.append("The reports come from different datasets.")
     return {
         "format": "multirobust-compare",
-        "version": 1,
+        "version": 2,
         "models": [m.to_dict() for m in models],
+        "threats": _all_threats(models),
         "pareto": {
             "union": [
                 models[i].label for i in pareto_front(acc, [m.union_accuracy for m in models])
@@ -217,8 +285,18 @@ def summarise(models: list[Model]) -> dict[str, Any]:
             "union": fit_union(models),
             "min_distortion": {norm: fit_distortion(models, norm) for norm in norms},
         },
-        "warnings": warnings,
+        "min_fit_models": MIN_FIT_MODELS,
+        "warnings": _warnings(models),
     }
+
+
+def _all_threats(models: list[Model]) -> list[str]:
+    """Every threat any report was evaluated under, in first-seen order."""
+    seen: dict[str, None] = {}
+    for m in models:
+        for t in [*m.threats, *m.robust_accuracy]:
+            seen.setdefault(t, None)
+    return list(seen)
 
 
 def _signed(b: float) -> str:
@@ -236,7 +314,6 @@ def _figure(models: list[Model], summary: dict[str, Any]) -> Any:
         ax: Any, ys: np.ndarray, front: list[str], fit: dict[str, Any] | None, kind: str
     ) -> None:
         """Scatter, labels, frontier and fit; union values are plotted in percent."""
-        scale = 100.0 if kind == "union" else 1.0
         ok = np.isfinite(ys)
         ax.scatter(100 * acc[ok], ys[ok], color="#4c72b0", zorder=3)
         for m, x, y in zip(models, acc, ys, strict=True):
@@ -250,14 +327,14 @@ def _figure(models: list[Model], summary: dict[str, Any]) -> Any:
             ax.plot(100 * acc[order], ys[order], "--", color="#c44e52", label="Pareto frontier")
         if fit is not None:
             grid = np.linspace(acc[ok].min(), acc[ok].max(), 100)
-            if kind == "union":
-                line = fit["a"] + fit["b"] * grid
-                text = f"fit: {fit['a']:.3g} {_signed(fit['b'])}·acc"
+            if kind == "union":  # fitted in % on both axes
+                line = fit["a"] + fit["b"] * 100 * grid
+                text = f"fit: {fit['a']:.3g} {_signed(fit['b'])}·clean"
             else:
                 n = max(m.n for m in models)
                 line = fit["a"] + fit["b"] * np.log(_error(grid, np.full_like(grid, n)))
-                text = f"fit: {fit['a']:.3g} {_signed(fit['b'])}·ln(1−acc)"
-            ax.plot(100 * grid, scale * line, color="#55a868", label=f"{text} (R²={fit['r2']:.2f})")
+                text = f"fit: {fit['a']:.3g} {_signed(fit['b'])}·ln(1 − clean/100)"
+            ax.plot(100 * grid, line, color="#55a868", label=f"{text} (R²={fit['r2']:.2f})")
         ax.set_xlabel("clean accuracy (%)")
         ax.grid(alpha=0.3)
         if ax.get_legend_handles_labels()[0]:
@@ -296,16 +373,24 @@ def _fmt(v: float) -> str:
 
 def _render(models: list[Model], summary: dict[str, Any], png: bytes) -> str:
     norms = sorted(summary["fits"]["min_distortion"])
-    head = "<tr><th>model</th><th>dataset</th><th>n</th><th>clean accuracy</th>"
+    threats = summary["threats"]
+    head = "<tr><th>model</th><th>dataset</th><th>n</th><th>preset</th><th>clean accuracy</th>"
+    head += "".join(f"<th>robust accuracy {esc(t)}</th>" for t in threats)
     head += "<th>union robust accuracy</th>"
     head += "".join(f"<th>median minimal {esc(k)} distortion</th>" for k in norms)
-    head += "<th>threats</th><th>on a Pareto frontier</th></tr>"
+    head += "<th>on a Pareto frontier</th></tr>"
     rows = []
     for i, m in enumerate(models):
         fronts = []
         if m.label in summary["pareto"]["union"]:
             fronts.append("union")
         fronts += [k for k in norms if m.label in summary["pareto"]["min_distortion"][k]]
+        per_threat = "".join(
+            f'<td class="num" id="model-{i}-robust-{esc(t)}">'
+            + (f"{100 * m.robust_accuracy[t]:.2f}%" if t in m.robust_accuracy else "—")
+            + "</td>"
+            for t in threats
+        )
         cells = "".join(
             f'<td class="num" id="model-{i}-median-{esc(k)}">'
             + (_fmt(m.min_distortion[k]) if k in m.min_distortion else "—")
@@ -314,38 +399,56 @@ def _render(models: list[Model], summary: dict[str, Any], png: bytes) -> str:
         )
         rows.append(
             f'<tr><td id="model-{i}-label">{esc(m.label)}</td><td>{esc(m.dataset or "—")}</td>'
-            f'<td class="num">{m.n}</td>'
+            f'<td class="num" id="model-{i}-n">{m.n}</td>'
+            f'<td id="model-{i}-preset">{esc(m.preset or "—")}</td>'
             f'<td class="num" id="model-{i}-clean">{100 * m.clean_accuracy:.2f}%</td>'
+            f"{per_threat}"
             f'<td class="num" id="model-{i}-union">{100 * m.union_accuracy:.2f}%</td>'
-            f"{cells}<td>{esc(', '.join(m.threats))}</td><td>{esc(', '.join(fronts))}</td></tr>"
+            f"{cells}<td>{esc(', '.join(fronts))}</td></tr>"
         )
     fits = []
-    for name, fit in [("union", summary["fits"]["union"])] + [
-        (f"median {k}", summary["fits"]["min_distortion"][k]) for k in norms
+    drawn = []
+    for name, fit, kind in [("union robust accuracy", summary["fits"]["union"], "union")] + [
+        (f"median minimal {k} distortion", summary["fits"]["min_distortion"][k], "distortion")
+        for k in norms
     ]:
         if fit is None:
             fits.append(
-                f"<tr><td>{esc(name)}</td><td colspan=3>not fitted (needs two models with "
-                "different clean accuracies)</td></tr>"
+                f"<tr><td>{esc(name)}</td><td colspan=3>not fitted (needs at least "
+                f"{MIN_FIT_MODELS} models with different clean accuracies)</td></tr>"
             )
-        else:
-            fits.append(
-                f"<tr><td>{esc(name)}</td><td><code>{esc(fit['form'])}</code></td>"
-                f'<td class="num">a = {fit["a"]:.4g}, b = {fit["b"]:.4g}</td>'
-                f'<td class="num">R² = {fit["r2"]:.3f}</td></tr>'
-            )
+            continue
+        drawn.append(kind)
+        fits.append(
+            f"<tr><td>{esc(name)}</td><td><code>{esc(fit['form'])}</code></td>"
+            f'<td class="num">a = {fit["a"]:.4g}, b = {fit["b"]:.4g}</td>'
+            f'<td class="num">R² = {fit["r2"]:.3f} over {fit["models"]} models</td></tr>'
+        )
+    notes = []
+    if "union" in drawn:
+        notes.append("Union: least-squares line through the models, with both accuracies in %.")
+    if "distortion" in drawn:
+        notes.append(
+            "Minimal distortion: least squares of the median against ln(1 − clean/100), after "
+            "Su et al. (2018), who found distortions to scale linearly with the logarithm of "
+            "the classification error (the error is floored at half an example)."
+        )
+    medians = (
+        '<p class="muted">Medians of the minimal distortion are over all evaluated examples '
+        "(0 for misclassified ones).</p>"
+        if norms
+        else ""
+    )
     warnings = "".join(f'<div class="warn">{esc(w)}</div>' for w in summary["warnings"])
     body = f"""<h1>Accuracy and robustness of {len(models)} model(s)</h1>
 {warnings}
 {img(png, "clean accuracy against robustness")}
 <h2>Models</h2><table id="models">{head}{"".join(rows)}</table>
 <p class="muted">A model is on a Pareto frontier when no other model has both a higher or equal
-clean accuracy and a higher or equal robustness (one of them strictly). Medians of the minimal
-distortion are over all evaluated examples (0 for misclassified ones).</p>
+clean accuracy and a higher or equal robustness (one of them strictly).</p>
+{medians}
 <h2>Fitted trade-off curves</h2><table id="fits">{"".join(fits)}</table>
-<p class="muted">Union: least-squares line. Minimal distortion: least squares of the median
-against ln(1 − clean accuracy), after Su et al. (2018), who found distortions to scale linearly
-with the logarithm of the classification error (the error is floored at half an example).</p>
+{f'<p class="muted" id="fit-notes">{" ".join(notes)}</p>' if notes else ""}
 """
     return page("multirobust model comparison", body, css=_CSS)
 

@@ -49,7 +49,8 @@ T = TypeVar("T")
 
 #: SQLite ``PRAGMA application_id`` of our databases ("mrlb").
 APPLICATION_ID = 0x6D726C62
-SCHEMA_VERSION = 1
+#: Version 2 added the ``checkpoint`` column; a version-1 database gains it when opened.
+SCHEMA_VERSION = 2
 
 #: How long one statement waits for another process's lock, and how often a write that still
 #: finds the database busy is tried again (with a growing pause) before giving up.
@@ -72,7 +73,8 @@ CREATE TABLE IF NOT EXISTS results (
     robust_accuracy TEXT NOT NULL,
     min_distortion TEXT NOT NULL,
     model_sha256 TEXT,
-    data_sha256 TEXT
+    data_sha256 TEXT,
+    checkpoint TEXT
 )
 """
 
@@ -95,7 +97,7 @@ class Entry:
     """One recorded evaluation.
 
     Attributes:
-        label: name shown for the model (run folder or checkpoint name).
+        label: the run folder (or report file) it was recorded from.
         clean_accuracy, union_accuracy: fractions.
         robust_accuracy: threat text -> fraction.
         min_distortion: norm -> median minimal distortion (inf: most examples never broken).
@@ -104,6 +106,8 @@ class Entry:
         report_path: the report.json it came from, when known.
         model_sha256, data_sha256: fingerprints of the weights and the data.
         recorded_at: UTC time of the (last) recording, ISO 8601.
+        checkpoint: the model as the evaluation named it (``--checkpoint`` path, or the
+            ``--model`` factory), when the report records it.
     """
 
     label: str
@@ -120,6 +124,12 @@ class Entry:
     model_sha256: str | None = None
     data_sha256: str | None = None
     recorded_at: str = ""
+    checkpoint: str | None = None
+
+    @property
+    def model(self) -> str:
+        """The model's name: its checkpoint, else (older records) the run folder."""
+        return self.checkpoint or self.label
 
     @property
     def key(self) -> str:
@@ -157,6 +167,7 @@ class Entry:
             report_path=None if report_path is None else str(Path(report_path).resolve()),
             model_sha256=s.get("model_sha256"),
             data_sha256=s.get("data_sha256"),
+            checkpoint=s.get("checkpoint"),
         )
 
 
@@ -267,11 +278,23 @@ class Leaderboard:
                 "leaderboard. Pass another path with --db."
             )
         version = self._conn.execute("PRAGMA user_version").fetchone()[0]
+        if version == 1:
+            version = self._migrate_from_1()
         if version != SCHEMA_VERSION:
             raise LeaderboardError(
                 f"{self.path} is a multirobust leaderboard of schema version {version}; this "
                 f"version of multirobust reads version {SCHEMA_VERSION}"
             )
+
+    def _migrate_from_1(self) -> int:
+        """Add the ``checkpoint`` column of version 2 (once, whoever takes the lock first)."""
+        with self._write() as conn:
+            version = int(conn.execute("PRAGMA user_version").fetchone()[0])
+            if version == 1:
+                conn.execute("ALTER TABLE results ADD COLUMN checkpoint TEXT")
+                conn.execute("PRAGMA user_version = 2")
+                version = 2
+        return version
 
     def __enter__(self) -> Leaderboard:
         return self
@@ -307,6 +330,7 @@ class Leaderboard:
                 json.dumps({k: _json_float(v) for k, v in e.min_distortion.items()}),
                 e.model_sha256,
                 e.data_sha256,
+                e.checkpoint,
             )
             for e in entries
         ]
@@ -316,10 +340,11 @@ class Leaderboard:
                 conn.executemany(
                     """
                     INSERT INTO results VALUES
-                        (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+                        (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
                     ON CONFLICT(key) DO UPDATE SET
                         label = excluded.label, recorded_at = excluded.recorded_at,
                         report_path = excluded.report_path,
+                        checkpoint = COALESCE(excluded.checkpoint, checkpoint),
                         clean_accuracy = excluded.clean_accuracy,
                         union_accuracy = excluded.union_accuracy,
                         robust_accuracy = excluded.robust_accuracy,
@@ -341,8 +366,8 @@ class Leaderboard:
             rows = self._conn.execute(
                 "SELECT label, clean_accuracy, union_accuracy, robust_accuracy, min_distortion, "
                 "threats, dataset, n, preset, seed, report_path, model_sha256, data_sha256, "
-                "recorded_at FROM results ORDER BY union_accuracy DESC, clean_accuracy DESC, "
-                "recorded_at"
+                "recorded_at, checkpoint FROM results ORDER BY union_accuracy DESC, "
+                "clean_accuracy DESC, recorded_at"
             ).fetchall()
         except sqlite3.DatabaseError as err:
             raise LeaderboardError(f"Reading leaderboard {self.path} failed: {err}") from None
@@ -364,25 +389,34 @@ class Leaderboard:
                     model_sha256=r[11],
                     data_sha256=r[12],
                     recorded_at=r[13],
+                    checkpoint=r[14],
                 )
             )
         return out
 
 
+def _tail(text: str, width: int) -> str:
+    """``text`` cut to ``width`` characters from the left ("…" + its end): a path's end names it."""
+    return text if len(text) <= width else "…" + text[-(width - 1) :]
+
+
 def format_table(entries: list[Entry]) -> str:
-    """The entries as a plain-text table."""
+    """The entries as a plain-text table: the model (checkpoint and the first 10 hex digits of
+    its weights' SHA-256), the run folder it was recorded from, then the numbers."""
     if not entries:
         return (
             "(the leaderboard is empty: record evaluations with `multirobust compare` or "
             "`multirobust evaluate --db PATH`)"
         )
     norms = sorted({k for e in entries for k in e.min_distortion})
-    head = f"{'#':>3} {'model':<24} {'dataset':<14} {'clean':>7} {'union':>7} "
+    head = f"{'#':>3} {'model (checkpoint)':<32} {'sha256':<10} {'folder':<16} "
+    head += f"{'dataset':<10} {'clean':>7} {'union':>7} "
     head += "".join(f"{'med ' + k:>9} " for k in norms)
     head += f"{'n':>6} {'preset':<9} threats"
     lines = [head]
     for i, e in enumerate(entries, 1):
-        row = f"{i:>3} {e.label[:24]:<24} {(e.dataset or '-')[:14]:<14} "
+        row = f"{i:>3} {_tail(e.model, 32):<32} {(e.model_sha256 or '-')[:10]:<10} "
+        row += f"{_tail(e.label, 16):<16} {(e.dataset or '-')[:10]:<10} "
         row += f"{e.clean_accuracy:>7.2%} {e.union_accuracy:>7.2%} "
         row += "".join(
             f"{e.min_distortion[k]:>9.4g} " if k in e.min_distortion else f"{'-':>9} "

@@ -23,6 +23,7 @@ from tqdm import tqdm
 from .. import attacks, threats
 from ..atomic import write_atomic
 from ..attacks.optimizers import OPTIMIZERS
+from ..models.counting import ForwardCounter
 from ..pages import esc, figure_png, img, page, pyplot, show_image, signed_channel, table
 from ..threats import LpBall
 
@@ -79,24 +80,48 @@ def optimizer_study(
         )
     rows: list[dict[str, Any]] = []
     x_adv_all: dict[str, torch.Tensor] = {}
-    bar = tqdm(total=n * len(optimizers), desc="optimizer study", disable=not progress)
-    for name in optimizers:
-        atk = attacks.create(attack, threat=tm, optimizer=name, seed=seed, **options)
+    made = [
+        attacks.create(attack, threat=tm, optimizer=o, seed=seed, **options) for o in optimizers
+    ]
+    budget = [_passes_per_example(a) for a in made]
+    # The bar counts forward passes of single examples (at most `budget` per example and
+    # optimiser), so it moves with the attack's iterations inside each batch; a batch that
+    # ends early (examples broken, runs stopped) jumps to its share. Its ETA is an upper bound.
+    bar = tqdm(
+        total=n * sum(budget),
+        desc="optimizer study",
+        unit=" passes",
+        unit_scale=True,
+        disable=not progress,
+    )
+    share = {"left": 0}
+
+    def counted(rows: int) -> None:
+        step = min(rows, share["left"])
+        share["left"] -= step
+        if step:
+            bar.update(step)
+
+    watched = ForwardCounter(model, counted)
+    for k, (name, atk) in enumerate(zip(optimizers, made, strict=True)):
         generator = torch.Generator(device=x.device).manual_seed(seed)
         success = torch.zeros(n, dtype=torch.bool)
         norms = torch.zeros(n)
         x_adv = x.clone()
         queries = 0
-        bar.set_postfix(optimizer=name)
+        bar.set_description(f"{attack} {name} ({k + 1}/{len(optimizers)})")
         start = time.perf_counter()
         for i in range(0, n, batch_size):
             sl = slice(i, i + batch_size)
-            res = atk(model, x[sl], y[sl], generator=generator)
+            rows_here = x[sl].shape[0]
+            share["left"] = rows_here * budget[k]
+            res = atk(watched, x[sl], y[sl], generator=generator)
+            bar.update(share["left"])  # the passes this batch did not need
+            share["left"] = 0
             success[sl] = res.success.cpu()
             norms[sl] = res.norm.float().cpu()
             x_adv[sl] = res.x_adv
             queries += res.queries
-            bar.update(res.x_adv.shape[0])
         seconds = time.perf_counter() - start
         broken = (success & correct.cpu()).nonzero().flatten()
         broken_norms = [float(norms[i]) for i in broken]
@@ -126,6 +151,17 @@ def optimizer_study(
         "rows": rows,
         "_x_adv": x_adv_all,
     }
+
+
+def _passes_per_example(atk: attacks.Attack) -> int:
+    """Forward passes one example may take: ``steps`` per search step or trial, plus the
+    base's clean and final passes (of the minimum-norm attack inside a budget wrapper)."""
+    inner = getattr(atk, "attack", atk)  # WithinBudget(attack=C&W, ...) runs C&W's loop
+    steps = int(getattr(inner, "steps", 1))
+    searches = int(
+        getattr(inner, "binary_search_steps", 0) or getattr(inner, "search_steps", 0) or 1
+    )
+    return steps * searches + 2
 
 
 def _fields(name: str) -> set[str]:

@@ -14,14 +14,40 @@ from ..threats import parse
 from .methods import get_method
 from .objectives import as_lp_ball
 
-__all__ = ["ConfigError", "TrainConfig", "load_config"]
+__all__ = ["ConfigError", "TrainConfig", "default_eps_warmup", "load_config"]
 
 OPTIMISERS = ("adam", "sgd")
 SCHEDULES = ("constant", "onecycle", "piecewise")
 
 
+#: The default ε warm-up, in epochs, of the methods that accept one (the zoo's recipe) ...
+DEFAULT_EPS_WARMUP = 1.5
+#: ... and at most this fraction of the run, so that a short run ends at full ε with time
+#: left to train there.
+MAX_EPS_WARMUP_FRACTION = 0.5
+
+
 class ConfigError(ValueError):
     """A training configuration is invalid; the message says what is wrong and what is allowed."""
+
+
+def default_eps_warmup(method: str, epochs: int) -> float:
+    """The ε warm-up (in epochs) a run of ``method`` gets when it sets none.
+
+    ``min(1.5, epochs / 2)`` for the methods whose registry entry accepts a warm-up (the
+    adversarial ones), 0 for the others (``standard``, ``free``, ``distillation``) and for an
+    unknown method or invalid ``epochs`` (``validate`` reports those). Measured on MNIST with
+    ``small_cnn`` at ε∞ = 0.3: PGD training from scratch without a warm-up stays at chance
+    (training loss log 10, clean accuracy 14% after 3 epochs of 30,000 images); the zoo's
+    models were trained with 1.5 epochs of warm-up.
+    """
+    try:
+        accepts = get_method(method).eps_warmup
+    except ValueError:
+        return 0.0
+    if not accepts or isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1:
+        return 0.0
+    return min(DEFAULT_EPS_WARMUP, MAX_EPS_WARMUP_FRACTION * epochs)
 
 
 @dataclass
@@ -56,6 +82,10 @@ class TrainConfig:
         temperature: softmax temperature T of defensive distillation (``distillation``;
             Papernot et al. 2016 use 100 on MNIST).
         static_models: checkpoint paths of the fixed models of ensemble training.
+        noise: smoothing noise of ``noise`` training, e.g. ``"gaussian:0.25"`` (Cohen et al.
+            2019), ``"uniform:1"`` or ``"laplace:0.5"`` (ℓ1, Yang et al. 2020).
+        kappa: final weight κ of the clean loss in ``ibp`` training (Gowal et al. 2018: ½);
+            κ falls from 1 over the ``eps_warmup`` ramp.
         early_stop: stop at catastrophic overfitting and keep the best weights; default on
             for ``fast`` only.
         overfit_drop: robust-accuracy fall (fraction) that counts as catastrophic overfitting.
@@ -63,7 +93,9 @@ class TrainConfig:
             catastrophic overfitting (measured for ``fast`` only).
         eps_warmup: epochs over which every threat's ε (and an explicit step size) ramps
             linearly from ε/steps-per-warm-up up to ε, batch by batch (0: full ε from the
-            start). Short adversarial runs from scratch on MNIST stay at chance without it.
+            start). Default (None): :func:`default_eps_warmup`, i.e. ``min(1.5, epochs / 2)``
+            for the methods that accept a warm-up, 0 for the others. Adversarial runs from
+            scratch on MNIST at ε∞ = 0.3 stay at chance without it.
         init: checkpoint whose weights start the run (fine-tuning); its architecture must
             be ``arch``. None: a fresh initialisation from ``seed``.
         data_root: data folder (default ``$MULTIROBUST_DATA``).
@@ -94,10 +126,12 @@ class TrainConfig:
     replays: int = 4
     temperature: float = 100.0
     static_models: list[str] = field(default_factory=list)
+    noise: str = "gaussian:0.25"
+    kappa: float = 0.5
     early_stop: bool | None = None
     overfit_drop: float = 0.2
     overfit_gap: float = 0.5
-    eps_warmup: float = 0.0
+    eps_warmup: float | None = None
     init: str | None = None
     data_root: str | None = None
     download: bool = False
@@ -130,8 +164,11 @@ class TrainConfig:
         return cls(**values)
 
     def to_dict(self) -> dict[str, Any]:
-        """The settings as a JSON-like dict."""
-        return dataclasses.asdict(self)
+        """The settings as a JSON-like dict, the ε warm-up resolved (what the run used), so
+        that a checkpoint records it and a resumed run is compared with it."""
+        values = dataclasses.asdict(self)
+        values["eps_warmup"] = self.resolved_eps_warmup
+        return values
 
     @property
     def resolved_lr(self) -> float:
@@ -139,6 +176,13 @@ class TrainConfig:
         if self.lr is not None:
             return float(self.lr)
         return 0.1 if self.optimiser == "sgd" else 1e-3
+
+    @property
+    def resolved_eps_warmup(self) -> float:
+        """``eps_warmup``, or the method's default (:func:`default_eps_warmup`) when unset."""
+        if self.eps_warmup is not None:
+            return float(self.eps_warmup)
+        return default_eps_warmup(self.method, self.epochs)
 
     @property
     def single_step(self) -> bool:
@@ -220,12 +264,20 @@ class TrainConfig:
         number("weight_decay", 0.0, strict=False)
         number("beta", 0.0, strict=False)
         number("temperature", 0.0, strict=True)
-        number("eps_warmup", 0.0, strict=False)
-        if self.eps_warmup > self.epochs:
+        number("eps_warmup", 0.0, strict=False, allow_none=True)
+        try:  # certification training (training/noise.py, training/ibp.py)
+            from ..certify.noise import parse_noise
+
+            parse_noise(self.noise)
+        except ValueError as err:
+            raise ConfigError(f"Invalid noise: {err}") from None
+        if not (isinstance(self.kappa, int | float) and 0 <= self.kappa <= 1):
+            raise ConfigError(f"Invalid kappa: {self.kappa!r} (must be a number in [0, 1])")
+        if self.eps_warmup is not None and self.eps_warmup > self.epochs:
             raise ConfigError(
                 f"Invalid eps_warmup: {self.eps_warmup!r} (must be at most epochs={self.epochs})"
             )
-        if self.eps_warmup > 0 and not method.eps_warmup:
+        if self.eps_warmup is not None and self.eps_warmup > 0 and not method.eps_warmup:
             raise ConfigError(
                 f"Invalid eps_warmup: {self.eps_warmup!r} (method {self.method!r} does not "
                 "support an ε warm-up; use 0)"

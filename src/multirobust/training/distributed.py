@@ -217,6 +217,8 @@ def sharded_robust_accuracy(
     steps: int = 20,
     seed: int = 0,
     single_step: bool = False,
+    progress: bool = False,
+    desc: str = "held-out",
 ) -> dict[str, float]:
     """:func:`~multirobust.training.robust_accuracy` with the examples split over the processes.
 
@@ -244,6 +246,8 @@ def sharded_robust_accuracy(
             steps=steps,
             seed=seed + ctx.rank,
             single_step=single_step,
+            progress=progress and ctx.is_main,  # rank 0's shard stands for the others
+            desc=desc,
         )
         counts = [round(local[k] * (hi - lo)) for k in keys]
     total = ctx.all_sum(counts)

@@ -30,6 +30,7 @@ from tqdm import tqdm
 from .. import data, models
 from ..atomic import check_writable_dir, remove_stale_temps
 from . import distributed
+from .chance import at_chance, chance_advice
 from .config import ConfigError, TrainConfig
 from .methods import BatchStep, get_method, make_optimizer
 from .overfitting import OverfittingDetector, robust_accuracy
@@ -201,18 +202,44 @@ def _tensorboard(out: Path, purge_step: int | None) -> Any:
 # --------------------------------------------------------------------------- fit
 
 
-def _prepare(cfg: TrainConfig) -> tuple[data.ImageDataset, data.ImageDataset, list[nn.Module]]:
+def _check_given(cfg: TrainConfig, given: data.ImageDataset, role: str) -> None:
+    """A dataset given to :func:`fit` must look like ``cfg.dataset`` (the model is built for it)."""
+    ds = data.spec(cfg.dataset)
+    if given.input_shape != ds.input_shape or given.num_classes != ds.num_classes:
+        raise ConfigError(
+            f"Invalid {role} dataset: images {given.input_shape} with {given.num_classes} "
+            f"classes, but dataset {cfg.dataset!r} has {ds.input_shape} with {ds.num_classes} "
+            "(the model is built for the configured dataset)"
+        )
+    if len(given) == 0:
+        raise ConfigError(f"Invalid {role} dataset: it holds no examples")
+
+
+def _prepare(
+    cfg: TrainConfig,
+    train: data.ImageDataset | None = None,
+    held_out: data.ImageDataset | None = None,
+) -> tuple[data.ImageDataset, data.ImageDataset, list[nn.Module]]:
     """Load everything a run needs, turning every failure into a ConfigError."""
     cfg.validate(check_data=False)
+    if train is not None and cfg.limit is not None:
+        raise ConfigError(
+            f"Invalid limit: {cfg.limit!r} with a training dataset passed to fit (leave it "
+            "unset and pass the examples to train on)"
+        )
     try:
-        train = data.load(
-            cfg.dataset, "train", root=cfg.data_root, download=cfg.download, limit=cfg.limit
-        )
-        held_out = data.load(
-            cfg.dataset, "test", root=cfg.data_root, download=cfg.download, limit=cfg.eval_n
-        )
+        if train is None:
+            train = data.load(
+                cfg.dataset, "train", root=cfg.data_root, download=cfg.download, limit=cfg.limit
+            )
+        if held_out is None:
+            held_out = data.load(
+                cfg.dataset, "test", root=cfg.data_root, download=cfg.download, limit=cfg.eval_n
+            )
     except (ValueError, FileNotFoundError) as err:
         raise ConfigError(f"Dataset {cfg.dataset!r} unavailable: {err}") from None
+    _check_given(cfg, train, "training")
+    _check_given(cfg, held_out, "held-out")
     static: list[nn.Module] = []
     for path in cfg.static_models:
         try:
@@ -249,6 +276,10 @@ def fit(
     *,
     resume: bool = False,
     on_batch: Callable[[int, int], None] | None = None,
+    on_epoch: Callable[[dict[str, Any]], None] | None = None,
+    on_resume: Callable[[int], None] | None = None,
+    train: data.ImageDataset | None = None,
+    held_out: data.ImageDataset | None = None,
 ) -> FitResult:
     """Train a model as ``config`` says, writing checkpoints and logs to ``config.out``.
 
@@ -277,6 +308,20 @@ def fit(
         on_batch: called as ``on_batch(epoch, step)`` after every training step (epoch is
             1-based, step counts all steps of the run); an exception it raises stops the run,
             leaving the last epoch's checkpoint to resume from.
+        on_epoch: called (on rank 0) with each epoch's log row once its checkpoint is written.
+        on_resume: called (on rank 0) with the number of epochs the checkpoint holds, before
+            the first batch of a resumed run.
+        train: train on these examples instead of ``config.dataset``'s training split (a
+            poisoned dataset, a shadow model's half of the data); images and classes must
+            match ``config.dataset``, and ``config.limit`` must be unset. The checkpoint does
+            not record them: resuming with other examples is the caller's to prevent.
+        held_out: measure the per-epoch accuracy on these instead of the first ``eval_n``
+            test images.
+
+    Progress: one bar for the whole run (images, with the epoch in its title and an ETA to the
+    end of training) and one for each epoch's held-out attacks; ``progress=False`` hides both.
+    An epoch whose mean training loss stays at log(classes) with held-out clean accuracy near
+    chance is flagged (``at_chance`` in the log row) and a warning says what to change.
 
     Returns:
         A :class:`FitResult`.
@@ -288,13 +333,21 @@ def fit(
     cfg = TrainConfig.from_dict(config) if isinstance(config, dict) else config
     # Everything is checked before any process group exists: a bad config fails at once,
     # identically, on every process of a torchrun launch.
-    train, held_out, static = _prepare(cfg)
+    train, held_out, static = _prepare(cfg, train, held_out)
     ctx = distributed.setup()
     try:
-        result = _fit(cfg, train, held_out, static, ctx, resume=resume, on_batch=on_batch)
+        result = _fit(
+            cfg,
+            train,
+            held_out,
+            static,
+            ctx,
+            resume=resume,
+            hooks=_Hooks(on_batch, on_epoch, on_resume),
+        )
         if ctx is not None:
             # Every process reaches the end before any tears the group down: a process that
-            # destroys its gloo group while another still talks to it aborts the other one.
+            # destroys its gloo group while another still talks to it aborted the other one.
             ctx.barrier()
         return result
     finally:
@@ -322,7 +375,9 @@ def _held_out_accuracy(
     held_out: data.ImageDataset,
     cfg: TrainConfig,
     ctx: distributed.Context | None,
+    epoch: int,
 ) -> dict[str, float]:
+    desc = f"epoch {epoch}/{cfg.epochs} held-out PGD-{cfg.eval_steps}"
     if ctx is None:
         return robust_accuracy(
             model,
@@ -332,6 +387,8 @@ def _held_out_accuracy(
             steps=cfg.eval_steps,
             seed=cfg.seed,
             single_step=cfg.single_step,
+            progress=cfg.progress,
+            desc=desc,
         )
     return distributed.sharded_robust_accuracy(
         ctx,
@@ -342,7 +399,18 @@ def _held_out_accuracy(
         steps=cfg.eval_steps,
         seed=cfg.seed,
         single_step=cfg.single_step,
+        progress=cfg.progress,
+        desc=desc,
     )
+
+
+@dataclass(frozen=True)
+class _Hooks:
+    """The caller's callbacks (see :func:`fit`); each may be None."""
+
+    on_batch: Callable[[int, int], None] | None = None
+    on_epoch: Callable[[dict[str, Any]], None] | None = None
+    on_resume: Callable[[int], None] | None = None
 
 
 @dataclass
@@ -481,7 +549,7 @@ def _start(
         detector=OverfittingDetector(drop=cfg.overfit_drop, gap=cfg.overfit_gap),
         shuffle_gen=shuffle_gen,
         attack_gen=attack_gen,
-        warm_steps=math.ceil(cfg.eps_warmup * batches),
+        warm_steps=math.ceil(cfg.resolved_eps_warmup * batches),
     )
 
 
@@ -512,21 +580,34 @@ def _restore(run: _Run, saved: dict[str, Any] | None) -> None:
         run.history = ctx.broadcast(run.history)
 
 
+def _run_bar(run: _Run, train: data.ImageDataset) -> tqdm:
+    """The bar of the whole run: every training image of the epochs still to do, so that its
+    ETA is the time to the end of training (the held-out checks have their own bar)."""
+    cfg = run.cfg
+    # Under torchrun the data is padded to a multiple of the processes (shard_batches).
+    per_epoch = math.ceil(len(train) / run.world) * run.world
+    return tqdm(
+        total=per_epoch * max(cfg.epochs - run.epoch, 0),
+        desc=f"epoch {run.epoch + 1}/{cfg.epochs}",
+        unit="img",
+        disable=not (cfg.progress and run.main),
+        leave=False,
+        dynamic_ncols=True,
+    )
+
+
 def _train_epoch(
-    run: _Run, train: data.ImageDataset, on_batch: Callable[[int, int], None] | None
+    run: _Run,
+    train: data.ImageDataset,
+    on_batch: Callable[[int, int], None] | None,
+    bar: tqdm,
 ) -> tuple[float, float]:
     """One pass over the training data; returns (mean training loss over all processes, seconds)."""
     cfg, ctx = run.cfg, run.ctx
     run.net.train()
     started = time.perf_counter()
     total, seen = 0.0, 0
-    bar = tqdm(
-        total=len(train),
-        desc=f"epoch {run.epoch}/{cfg.epochs}",
-        unit="img",
-        disable=not (cfg.progress and run.main),
-        leave=False,
-    )
+    bar.set_description(f"epoch {run.epoch}/{cfg.epochs}", refresh=False)
     for xb, yb in _epoch_batches(train, cfg, run.epoch, run.shuffle_gen, ctx):
         if run.warm_steps:
             run.step_fn.eps_scale = min(1.0, (run.step + 1) / run.warm_steps)
@@ -540,7 +621,6 @@ def _train_epoch(
         bar.set_postfix(loss=f"{value:.3f}")
         if on_batch is not None:
             on_batch(run.epoch, run.step)
-    bar.close()
     if ctx is not None:
         total, seen_all = ctx.all_sum([total, seen])
         seen = int(seen_all)
@@ -649,7 +729,7 @@ def _fit(
     ctx: distributed.Context | None,
     *,
     resume: bool,
-    on_batch: Callable[[int, int], None] | None,
+    hooks: _Hooks,
 ) -> FitResult:
     """The body of :func:`fit` once the data is loaded (``ctx``: the process group, if any):
     resume point -> fresh start -> restore -> epochs (train, held-out metrics, log,
@@ -664,6 +744,8 @@ def _fit(
             for stale in remove_stale_temps(run.out):
                 log.info("removed %s, left by an interrupted write", stale)
     _restore(run, saved)
+    if saved is not None and run.main and hooks.on_resume is not None:
+        hooks.on_resume(run.epoch)
     # Training forward passes go through DDP (gradients all-reduced), attacks through `model`.
     if ctx is not None:
         run.net = distributed.AttackAwareDDP(run.model)
@@ -672,15 +754,17 @@ def _fit(
     )
     stop_on_collapse = cfg.resolved_early_stop
     stopped = run.detector.collapsed and stop_on_collapse
+    bar = _run_bar(run, train)
     try:
         while run.epoch < cfg.epochs and not stopped:
             run.epoch += 1
-            train_loss, train_seconds = _train_epoch(run, train, on_batch)
+            train_loss, train_seconds = _train_epoch(run, train, hooks.on_batch, bar)
             run.model.eval()
-            acc = _held_out_accuracy(run.model, held_out, cfg, ctx)
+            acc = _held_out_accuracy(run.model, held_out, cfg, ctx, run.epoch)
             row = _epoch_row(run, train_loss, acc, train_seconds)
             collapsed = run.detector.update(acc["union"], acc.get("fgsm_union"))
             row["catastrophic_overfitting"] = collapsed
+            row["at_chance"] = at_chance(train_loss, acc["clean"], train.num_classes)
             run.history.append(row)
             if run.main:
                 log.info(
@@ -692,6 +776,22 @@ def _fit(
                 )
                 _append_logs(run.out, row, writer)
             _checkpoint(run, row)
+            if row["at_chance"] and run.main:
+                log.warning(
+                    "%s",
+                    chance_advice(
+                        epoch=run.epoch,
+                        train_loss=train_loss,
+                        clean_accuracy=acc["clean"],
+                        num_classes=train.num_classes,
+                        method=cfg.method,
+                        eps_warmup=cfg.resolved_eps_warmup,
+                        accepts_warmup=get_method(cfg.method).eps_warmup,
+                        lr=cfg.resolved_lr,
+                    ),
+                )
+            if run.main and hooks.on_epoch is not None:
+                hooks.on_epoch(row)
             stopped = collapsed and stop_on_collapse
             if stopped and run.main:
                 log.warning(
@@ -705,6 +805,8 @@ def _fit(
                     run.detector.best_index + 1,
                 )
     finally:
+        bar.refresh()  # the last state, drawn even between display intervals
+        bar.close()
         if writer is not None:
             writer.close()
     return _finish(run, stopped)

@@ -53,6 +53,10 @@ class MethodSettings(Protocol):
     @property
     def temperature(self) -> float: ...
     @property
+    def noise(self) -> str: ...
+    @property
+    def kappa(self) -> float: ...
+    @property
     def optimiser(self) -> str: ...
     @property
     def momentum(self) -> float: ...
@@ -300,6 +304,34 @@ def _distillation(cfg: MethodSettings, static: list[nn.Module]) -> BatchStep:
     return _DistillStep(cfg)
 
 
+def _noise(cfg: MethodSettings, static: list[nn.Module]) -> BatchStep:
+    from .noise import noise_loss  # certification training lives in its own files
+
+    return BatchStep(partial(noise_loss, noise=cfg.noise))
+
+
+class _IBPStep(BatchStep):
+    """IBP training (Gowal et al. 2018) with the paper's schedules: at warm-up fraction s the
+    ball's ε is s·ε and the clean-loss weight is κ_s = 1 − s(1 − κ) (:func:`.ibp.kappa_at`)."""
+
+    def __init__(self, threat: Any, kappa: float) -> None:
+        from .ibp import ibp_loss  # certification training lives in its own files
+
+        super().__init__(partial(ibp_loss, threat=threat, kappa=kappa))
+        self.threat = threat
+        self.kappa = kappa
+
+    def _scaled(self) -> dict[str, Any]:
+        from .ibp import kappa_at
+
+        s = min(self.eps_scale, 1.0)
+        return {"threat": scale_threat(self.threat, s), "kappa": kappa_at(self.kappa, s)}
+
+
+def _ibp(cfg: MethodSettings, static: list[nn.Module]) -> BatchStep:
+    return _IBPStep(cfg.threats[0], cfg.kappa)
+
+
 def _ensemble(cfg: MethodSettings, static: list[nn.Module]) -> BatchStep:
     return BatchStep(
         partial(
@@ -384,7 +416,16 @@ _REGISTRY: dict[str, Method] = {
             "defensive distillation at temperature T (Papernot et al. 2016); not robust",
             (1, None),
             _distillation,
+            eps_warmup=False,  # no threat inside training: nothing to ramp
         ),
+        Method(
+            "noise",
+            "noise augmentation for smoothing (Cohen et al. 2019)",
+            (1, None),
+            _noise,
+            eps_warmup=False,
+        ),
+        Method("ibp", "interval bounds, eps/kappa ramp (Gowal et al. 2018)", (1, 1), _ibp),
     )
 }
 
@@ -394,7 +435,7 @@ def methods() -> list[str]:
 
     Returns:
         ``["standard", "pgd", "free", "fast", "trades", "max", "avg", "random", "msd",
-        "eat", "max-apgd", "ensemble", "distillation"]``.
+        "eat", "max-apgd", "ensemble", "distillation", "noise", "ibp"]``.
     """
     return list(_REGISTRY)
 

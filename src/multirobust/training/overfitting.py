@@ -7,6 +7,7 @@ from collections.abc import Sequence
 
 import torch
 from torch import nn
+from tqdm import tqdm
 
 from ..attacks import pgd_perturb
 from ..models.state import attack_mode
@@ -25,6 +26,8 @@ def robust_accuracy(
     batch_size: int = 500,
     seed: int = 0,
     single_step: bool = False,
+    progress: bool = False,
+    desc: str = "held-out",
 ) -> dict[str, float]:
     """Clean and PGD robust accuracy of ``model`` on a held-out set, per threat and for the union.
 
@@ -44,6 +47,9 @@ def robust_accuracy(
         batch_size: examples per attack batch.
         seed: seed of the attack's generator.
         single_step: also measure the single-step accuracies.
+        progress: show a bar (titled ``desc``) that moves after each attack on each batch;
+            its total is examples × attacks.
+        desc: the bar's title.
 
     Returns:
         ``{"clean": acc, "<threat text>": acc, ..., "union": acc}``; an example counts as
@@ -60,7 +66,9 @@ def robust_accuracy(
         if single_step
         else {}
     )
-    with attack_mode(model):
+    attacks = len(tms) * (2 if single_step else 1)
+    bar = tqdm(total=n * attacks, desc=desc, unit="img", disable=not progress, leave=False)
+    with attack_mode(model), bar:
         for i in range(0, n, batch_size):
             xb, yb = x[i : i + batch_size], y[i : i + batch_size]
             with torch.no_grad():
@@ -69,12 +77,15 @@ def robust_accuracy(
                 x_adv = pgd_perturb(model, xb, yb, t, steps=steps, generator=generator)
                 with torch.no_grad():
                     robust[str(t)][i : i + batch_size] = model(x_adv).argmax(1) == yb
+                bar.update(xb.shape[0])
                 if single_step:
                     x_one = pgd_perturb(
                         model, xb, yb, t, steps=1, step_size=t.eps, random_start=False
                     )
                     with torch.no_grad():
                         one_step[str(t)][i : i + batch_size] = model(x_one).argmax(1) == yb
+                    bar.update(xb.shape[0])
+        bar.refresh()  # draw the last state (100%) even between display intervals
     out = {"clean": float(correct.float().mean()) if n else 0.0}
     out.update(_fractions(correct, robust, "{}", "union"))
     if single_step:

@@ -32,6 +32,9 @@ def train_standard(
         epochs: passes over the data (default 1 when ``seconds`` is not given).
         seconds: wall-clock budget; training stops after the batch that crosses it.
         seed: shuffling order.
+        progress: show a bar over every image of every epoch (titled with the epoch, with
+            an ETA to the end of training); with only ``seconds`` its total is the budget in
+            seconds instead.
 
     Returns:
         ``{"steps", "examples", "seconds", "last_loss"}``.
@@ -48,26 +51,41 @@ def train_standard(
     start = time.perf_counter()
     steps, seen, last = 0, 0, float("nan")
     epoch = 0
-    bar = tqdm(desc="train", unit="img", disable=not progress, leave=False)
-    while epochs is None or epoch < epochs:
-        for xb, yb in data.loader(batch_size, shuffle=True, generator=generator):
-            loss = F.cross_entropy(model(xb), yb)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            steps += 1
-            seen += xb.shape[0]
-            bar.update(xb.shape[0])
-            if steps % 50 == 0:
-                last = float(loss.detach())
-                bar.set_postfix(loss=f"{last:.3f}")
-            if seconds is not None and time.perf_counter() - start >= seconds:
-                break
-        else:
-            epoch += 1
-            continue
-        break
-    bar.close()
+    by_time = epochs is None
+    bar = tqdm(
+        total=float(seconds or 0) if by_time else (epochs or 0) * len(data),
+        unit="s" if by_time else "img",
+        bar_format="{l_bar}{bar}| {n:.0f}/{total:.0f} s [{elapsed}<{remaining}{postfix}]"
+        if by_time
+        else None,
+        disable=not progress,
+        leave=False,
+        dynamic_ncols=True,
+    )
+    with bar:
+        while epochs is None or epoch < epochs:
+            bar.set_description(
+                f"train epoch {epoch + 1}" + ("" if by_time else f"/{epochs}"), refresh=False
+            )
+            for xb, yb in data.loader(batch_size, shuffle=True, generator=generator):
+                loss = F.cross_entropy(model(xb), yb)
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                steps += 1
+                seen += xb.shape[0]
+                elapsed = time.perf_counter() - start
+                bar.update(min(elapsed, bar.total) - bar.n if by_time else xb.shape[0])
+                if steps % 50 == 0:
+                    last = float(loss.detach())
+                    bar.set_postfix(loss=f"{last:.3f}")
+                if seconds is not None and elapsed >= seconds:
+                    break
+            else:
+                epoch += 1
+                continue
+            break
+        bar.refresh()  # the last state, drawn even between display intervals
     model.eval()
     elapsed = time.perf_counter() - start
     log.info("trained %d steps (%d examples) in %.1f s", steps, seen, elapsed)

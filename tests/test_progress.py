@@ -1,0 +1,152 @@
+"""Progress bars of the long commands: a total, the phase in the title, and the end at 100%.
+
+The bars are recorded (total, titles, every update) rather than read from the terminal: what
+tqdm draws depends on how fast the machine is.
+"""
+
+import importlib
+import re
+from pathlib import Path
+
+import torch
+from tqdm import tqdm
+
+from multirobust import data, models
+from multirobust.attacks.universal import universal_perturbation
+from multirobust.robustness.optimizer_study import optimizer_study
+from multirobust.training import TrainConfig, fit, robust_accuracy, train_standard
+
+ZOO = Path(__file__).resolve().parents[1] / "zoo"
+
+
+class _Recorded(tqdm):
+    """A tqdm bar that also records its total, titles and every update, whatever the display
+    interval lets it draw (which depends on the machine's speed)."""
+
+    bars: list["_Recorded"] = []
+
+    def __init__(self, *args, **kwargs):
+        self.updates, self.titles = [], []
+        super().__init__(*args, **kwargs)
+        self.titles.append(self.desc)
+        _Recorded.bars.append(self)
+
+    def update(self, n=1):
+        self.updates.append(n)
+        return super().update(n)
+
+    def set_description(self, desc=None, refresh=True):
+        self.titles.append(desc)
+        return super().set_description(desc, refresh)
+
+
+def _recorded(monkeypatch, module):
+    _Recorded.bars = []
+    monkeypatch.setattr(importlib.import_module(module), "tqdm", _Recorded)
+    return _Recorded.bars
+
+
+def test_quickstart_training_bar_has_total_epoch_and_eta(monkeypatch):
+    bars = _recorded(monkeypatch, "multirobust.training.standard")
+    torch.manual_seed(0)
+    model = models.for_dataset("small_cnn", "mnist")
+    train = data.load("mnist", "train", limit=256)
+    train_standard(model, train, epochs=2, batch_size=64, progress=True)
+    (bar,) = bars
+    assert bar.total == 512 and bar.n == 512  # every image of both epochs
+    assert bar.titles[-2:] == ["train epoch 1/2", "train epoch 2/2"]
+    assert bar.updates == [64] * 8
+    assert re.search(r"512/512 \[\d\d:\d\d<00:00", str(bar))  # elapsed < remaining (ETA)
+
+
+def test_fit_bars_cover_the_run_and_each_held_out_check(tmp_path, monkeypatch):
+    run_bars = _recorded(monkeypatch, "multirobust.training.fit")
+    monkeypatch.setattr("multirobust.training.overfitting.tqdm", _Recorded)
+    cfg = TrainConfig(
+        method="pgd", threats=["linf:0.1"], epochs=2, limit=128, batch_size=64, steps=1,
+        eval_n=30, eval_steps=1, out=str(tmp_path), progress=True,
+    )  # fmt: skip
+    fit(cfg)
+    run, held1, held2 = sorted(run_bars, key=lambda b: b.total != 256)
+    # one bar over both epochs: its total is every image of the run, its title the epoch
+    assert run.total == 256 and run.n == 256 and run.updates == [64] * 4
+    assert "epoch 1/2" in run.titles and run.titles[-1] == "epoch 2/2"
+    # one bar per held-out check: 30 images x 1 threat
+    assert [(b.titles[0], b.total, b.n) for b in (held1, held2)] == [
+        ("epoch 1/2 held-out PGD-1", 30, 30),
+        ("epoch 2/2 held-out PGD-1", 30, 30),
+    ]
+
+
+def test_held_out_bar_counts_every_attack_on_every_image(monkeypatch):
+    bars = _recorded(monkeypatch, "multirobust.training.overfitting")
+    model = models.load(ZOO / "standard.pt")
+    test = data.load("mnist", "test", limit=20)
+    robust_accuracy(
+        model, test.images, test.labels, ["linf:0.1", "l2:1"], steps=1, batch_size=10,
+        single_step=True, progress=True, desc="check",
+    )  # fmt: skip
+    (bar,) = bars
+    assert bar.total == 80 and bar.n == 80  # 20 images x 2 threats x (PGD + single step)
+    assert bar.updates == [10] * 8  # after each attack on each batch, not once per batch
+
+
+def test_universal_bar_names_the_pass_and_ends_at_100_percent_when_the_target_is_met(
+    monkeypatch,
+):
+    bars = _recorded(monkeypatch, "multirobust.attacks.universal")
+    model = models.load(ZOO / "standard.pt")
+    x = data.load("mnist", "test", limit=64).images
+    res = universal_perturbation(
+        model, x, "linf:0.3", max_passes=5, target_fooling_rate=0.01, check_every=16,
+        batch_size=16, progress=True,
+    )  # fmt: skip
+    assert res.passes == 1  # stopped early, in the first of five passes
+    (bar,) = bars
+    assert bar.titles[-1] == "universal linf:0.3 pass 1/5"
+    assert bar.n == bar.total < 5 * 64  # ended at 100%, not at a fraction of five passes
+
+
+def test_optimizer_study_bar_moves_inside_a_batch(monkeypatch):
+    bars = _recorded(monkeypatch, "multirobust.robustness.optimizer_study")
+    model = models.load(ZOO / "standard.pt")
+    test = data.load("mnist", "test", limit=8)
+    optimizer_study(
+        model, test.images, test.labels, attack="cw-l2", optimizers=("adam", "sgd"),
+        options={"steps": 5, "binary_search_steps": 2}, batch_size=8, progress=True,
+    )  # fmt: skip
+    (bar,) = bars
+    budget = 8 * (5 * 2 + 2)  # examples x (steps x searches + clean and final passes)
+    assert bar.total == 2 * budget and bar.n == 2 * budget
+    assert bar.titles[-2:] == ["cw-l2 adam (1/2)", "cw-l2 sgd (2/2)"]
+    # one batch per optimiser, yet the bar moved with each of the attack's forward passes
+    assert len(bar.updates) > 10
+
+
+def test_evaluate_bars_move_per_attack_and_end_at_their_totals(monkeypatch):
+    # Issue 12: the bar sat at 0/100 for minutes (one update per batch of 500), the checks
+    # after the attacks had none, and a curve's bar stopped at 6/7.
+    from multirobust.evaluation import Preset, curve, evaluate
+
+    bars = _recorded(monkeypatch, "multirobust.evaluation.runner")
+    monkeypatch.setattr("multirobust.evaluation.curves.tqdm", _Recorded)
+    model = models.load(ZOO / "standard.pt")
+    test = data.load("mnist", "test", limit=12)
+    tiny = Preset("tiny", steps=2, target_classes=1, queries=10, rotations=3, translations=1)
+    threats = ["linf:0.1", "l2:1"]
+    report = evaluate(
+        model, test.images, test.labels, threats=threats, preset=tiny, batch_size=12,
+        progress=True,
+    )  # fmt: skip
+    attacks, checks = bars[0], bars[1]
+    per_example = sum(len(report.threats[t].attacks) for t in threats)
+    assert per_example > 2  # several attacks per threat, so one batch makes several moves
+    assert attacks.total == 12 * per_example and attacks.n == attacks.total
+    assert len(attacks.updates) >= per_example  # after each attack, one batch though it is
+    assert checks.titles[0] == "checks after the attacks"
+    assert checks.total == 2 + 2 and checks.n == checks.total  # large ε per norm, 2x steps
+    curve(model, test.images, test.labels, threat_type="linf", eps_list=[0, 0.1, 0.2],
+          preset=tiny, progress=True)  # fmt: skip
+    line = bars[-1]
+    assert line.n == line.total > 3  # every attack at each ε, the last one included
+    assert line.titles[-1].startswith("curve linf ε=0.2 (3/3)")
