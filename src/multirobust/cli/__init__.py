@@ -21,6 +21,7 @@ from . import (
     compare,
     evaluate,
     extract,
+    landscape,
     leaderboard,
     membership,
     optimizer_study,
@@ -61,6 +62,7 @@ _SUBCOMMANDS = (
     membership,
     audit,
     certify,
+    landscape,
 )
 for _module in _SUBCOMMANDS:
     main.add_command(_module.command)

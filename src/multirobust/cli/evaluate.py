@@ -65,6 +65,22 @@ log = logging.getLogger(__name__)
     help="Also search each example's minimal adversarial distortion in this norm (median and "
     "distribution in the report). Repeatable.",
 )
+@click.option(
+    "--landscapes",
+    type=click.IntRange(min=0),
+    default=0,
+    show_default=True,
+    help="After the attacks, search a grid on a 2-D slice of each lp ball around the first K "
+    "still-robust examples; examples it breaks count as broken by 'landscape' and the report "
+    "gains the loss-landscape section (docs/landscapes.md).",
+)
+@click.option(
+    "--landscape-points",
+    type=click.IntRange(min=2),
+    default=21,
+    show_default=True,
+    help="Grid points per axis of --landscapes.",
+)
 @options.db(help="Record the result in this leaderboard database (see `multirobust leaderboard`).")
 @options.data_root()
 @options.quiet()
@@ -90,6 +106,8 @@ def command(
     curves: bool,
     curve_n: int | None,
     min_norms: tuple[str, ...],
+    landscapes: int,
+    landscape_points: int,
     db: str | None,
     data_root: str | None,
     quiet: bool,
@@ -124,6 +142,8 @@ def command(
             progress=not quiet,
             resume_dir=out_dir / "partial" if resume else None,
             min_norm=min_norms,
+            landscapes=landscapes,
+            landscape_points=landscape_points,
             distributed=shard is not None,
         )
         if curves:

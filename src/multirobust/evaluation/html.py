@@ -447,6 +447,7 @@ those robust under every threat model at once.</p>
 <h2>Robust accuracy against ε</h2>{_curves(report)}
 {_minimal_distortion(report)}
 <h2>Adversarial examples</h2>{_examples(report, names)}
+{report.landscapes.get("html", "")}
 <h2>Timings</h2>{_timings(report)}
 <h2>Settings</h2>{_settings(report)}
 """

@@ -43,6 +43,9 @@ CATALOGUE: dict[str, str] = {
     "more-steps-lower-accuracy": (
         "twice the steps of the strongest white-box attack break nothing more"
     ),
+    "landscape-beats-attacks": (
+        "a grid over a 2-D slice of the ball finds no misclassified input the attacks missed"
+    ),
 }
 
 
@@ -168,6 +171,9 @@ class EvaluationReport:
             asked.
         timings: seconds per phase.
         settings: everything needed to reproduce the run.
+        landscapes: when ``evaluate(landscapes=K)`` asked: ``"html"``, the report's landscape
+            section, and ``"evidence"``, threat text -> the masking evidence
+            (:mod:`.landscapes`).
         adversarial: threat text -> (N, ...) inputs, the adversarial input where an example
             was broken and the clean input elsewhere, when ``evaluate(keep_adversarial=True)``
             asked (not saved in JSON).
@@ -188,6 +194,7 @@ class EvaluationReport:
     minimal_distortion: dict[str, dict[str, Any]] = field(default_factory=dict)
     timings: dict[str, float] = field(default_factory=dict)
     settings: dict[str, Any] = field(default_factory=dict)
+    landscapes: dict[str, Any] = field(default_factory=dict)
     adversarial: dict[str, torch.Tensor] = field(default_factory=dict, repr=False, compare=False)
 
     # ------------------------------------------------------------------ queries

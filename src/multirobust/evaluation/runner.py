@@ -43,6 +43,7 @@ from . import checks as _checks
 from . import distributed as _dist
 from . import presets
 from .inputs import DataArg, as_tensors, on_model, stable_seed
+from .landscapes import LandscapePass, apply_landscape_pass, landscape_pass
 from .passes import PassCounter
 from .records import BatchRecord, ThreatBatch
 from .report import AdversarialExample, Check, EvaluationReport, ThreatOutcome
@@ -653,6 +654,8 @@ def evaluate(
     distributed: bool = False,
     min_norm: Sequence[str] = (),
     keep_adversarial: bool = False,
+    landscapes: int = 0,
+    landscape_points: int = 21,
 ) -> EvaluationReport:
     """Evaluate ``model``'s robustness under each threat and their union, with checks.
 
@@ -700,11 +703,25 @@ def evaluate(
         keep_adversarial: also return, in ``report.adversarial``, every example's adversarial
             input per threat (the clean input where unbroken); not saved, so it cannot be
             combined with resuming.
+        landscapes: after the attacks, search a ``landscape_points``² grid on a 2-D slice of
+            each ℓp ball around the first ``landscapes`` examples still robust under it
+            (:mod:`.landscapes`): examples the grid breaks count as broken by ``"landscape"``,
+            the ``landscape-beats-attacks`` check fires, and the report gains the landscape
+            section. 0 (default): no grid. On rank 0 when distributed.
+        landscape_points: grid points per axis (≥ 2).
 
     Returns:
         An :class:`EvaluationReport`.
     """
     t_start = time.perf_counter()
+    if not isinstance(landscapes, int) or isinstance(landscapes, bool) or landscapes < 0:
+        raise ValueError(f"Invalid landscapes: {landscapes!r} (must be an integer >= 0)")
+    if landscapes and (
+        not isinstance(landscape_points, int)
+        or isinstance(landscape_points, bool)
+        or landscape_points < 2
+    ):
+        raise ValueError(f"Invalid landscape_points: {landscape_points!r} (must be >= 2)")
     if resume and out is None:
         raise ValueError("resume=True keeps batches in OUT/partial: give out= (or resume_dir=)")
     folder = Path(out) / "partial" if resume and out is not None else resume_dir
@@ -754,6 +771,27 @@ def evaluate(
             report.checks += fired
             report.checks_run += ran
             timings["checks_after"] = time.perf_counter() - t0
+        if landscapes:
+            t0 = time.perf_counter()
+            plan.settings["landscapes"] = {"examples": landscapes, "points": landscape_points}
+            grid = (
+                landscape_pass(
+                    plan.attacked,
+                    plan.x,
+                    plan.labels,
+                    plan.threats,
+                    report,
+                    examples=landscapes,
+                    points=landscape_points,
+                    seed=stable_seed(plan.seed, "landscapes"),
+                    num_classes=plan.probe.num_classes,
+                    progress=progress,
+                )
+                if plan.shard.is_main
+                else LandscapePass()
+            )
+            apply_landscape_pass(report, _dist.broadcast(grid, plan.shard))
+            timings["landscapes"] = time.perf_counter() - t0
         if plan.min_norms:
             t0 = time.perf_counter()
             report.minimal_distortion = _dist.broadcast(_minimal_distortions(plan), plan.shard)
