@@ -155,6 +155,8 @@ def test_affine_carries_its_members_outcomes_over(mnist_model, mnist_test):
         m = rep.threats[member]
         assert all(m_r or not r for m_r, r in zip(m.robust, out.robust, strict=True))
         assert rep.robust_accuracy[affine] <= rep.robust_accuracy[member]
+    # The carried-over members are listed first among the "attacks" that broke examples.
+    assert out.attacks == [f"carry-over ({a})", f"carry-over ({b})", "weak"]
     counts = out.broken_counts()
     carried = counts.get(f"carry-over ({a})", 0) + counts.get(f"carry-over ({b})", 0)
     # Measured: the weak attack alone leaves 62.5% robust, above the ℓ∞ member's 54.2%; with

@@ -63,6 +63,13 @@ MORE_STEPS_SAMPLE = 50
 #: each entry an :class:`~.presets.AttackSpec` or a registered attack name.
 AttackList = Sequence[presets.AttackSpec | str] | Mapping[str, Sequence[presets.AttackSpec | str]]
 
+
+def carry_over_label(member: Threat) -> str:
+    """What ``broken_by`` says for an example broken under a member and so under the threat
+    containing it (the affine carry-over), e.g. ``"carry-over (linf:0.3)"``."""
+    return f"carry-over ({member})"
+
+
 # The old name, kept for callers that import it.
 _seed = stable_seed
 
@@ -439,7 +446,7 @@ def _run_batch(
                 continue
             for i, (ok, was) in enumerate(zip(done.robust, correct.tolist(), strict=True)):
                 if was and not ok and i not in carried:
-                    carried[i] = (f"carry-over ({member})", [lam])
+                    carried[i] = (carry_over_label(member), [lam])
                     if carried_adv is not None and str(member) in record.adversarial:
                         carried_adv[i] = record.adversarial[str(member)][i]
         outcome, x_adv = _attack_batch(
@@ -544,9 +551,11 @@ def _assemble(
     for t in threat_list:
         key = str(t)
         parts = [r.threats[key] for r in records]
+        # Carried-over members first: they break examples before any attack runs.
+        carried = [carry_over_label(m) for m in t.subsets() if str(m) in ensembles]
         outcome = ThreatOutcome(
             threat=key,
-            attacks=[s.label for s in ensembles[key]],
+            attacks=carried + [s.label for s in ensembles[key]],
             robust=[v for p in parts for v in p.robust],
             broken_by=[v for p in parts for v in p.broken_by],
             norm=[v for p in parts for v in p.norm],
