@@ -81,6 +81,14 @@ log = logging.getLogger(__name__)
     show_default=True,
     help="Grid points per axis of --landscapes.",
 )
+@click.option(
+    "--eot-samples",
+    type=click.IntRange(min=1),
+    default=None,
+    help="For a randomised model (outputs that change between identical calls): calls each "
+    "white-box gradient is averaged over (EOT) and predictions each verdict takes the majority "
+    "of. Default: the preset's (standard 20, quick 10); 1 turns EOT off.",
+)
 @options.db(help="Record the result in this leaderboard database (see `multirobust leaderboard`).")
 @options.data_root()
 @options.quiet()
@@ -108,6 +116,7 @@ def command(
     min_norms: tuple[str, ...],
     landscapes: int,
     landscape_points: int,
+    eot_samples: int | None,
     db: str | None,
     data_root: str | None,
     quiet: bool,
@@ -144,6 +153,7 @@ def command(
             min_norm=min_norms,
             landscapes=landscapes,
             landscape_points=landscape_points,
+            eot_samples=eot_samples,
             distributed=shard is not None,
         )
         if curves:

@@ -51,6 +51,8 @@ class Probe:
     probabilities: bool
     gradients_available: bool
     checks: list[Check]
+    #: Outputs changed between two identical calls (the ``randomised-model`` test).
+    randomised: bool = False
 
     @property
     def ran(self) -> list[str]:
@@ -87,7 +89,8 @@ def probe_model(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> Probe:
         raise ValueError("The model returned NaN or infinite outputs on clean inputs")
     num_classes = first.shape[1]
     diff = float((first - second).abs().max())
-    if diff > 0:
+    randomised = diff > 0
+    if randomised:
         agree = float((first.argmax(1) == second.argmax(1)).float().mean())
         checks.append(
             Check(
@@ -138,7 +141,7 @@ def probe_model(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> Probe:
                 {"error": str(err).splitlines()[0], "examples": int(rows.numel())},
             )
         )
-        return Probe(num_classes, probabilities, gradients_available, checks)
+        return Probe(num_classes, probabilities, gradients_available, checks, randomised)
     norms = grad.flatten(1).norm(dim=1)
     finite = torch.isfinite(grad.flatten(1)).all(1)
     n = int(rows.numel())
@@ -171,7 +174,39 @@ def probe_model(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> Probe:
                 },
             )
         )
-    return Probe(num_classes, probabilities, gradients_available, checks)
+    return Probe(num_classes, probabilities, gradients_available, checks, randomised)
+
+
+def eot_check(check: Check, samples: int) -> Check:
+    """The ``randomised-model`` check, saying what the evaluation did about it: EOT with
+    ``samples`` gradient samples and verdicts by the majority of ``samples`` predictions
+    (``samples`` = 1: nothing, as the caller asked)."""
+    if samples <= 1:
+        return check
+    return Check(
+        check.name,
+        "The model's outputs change between identical calls: it is randomised. The evaluation "
+        f"switched to expectation over transformation (EOT): the white-box attacks averaged "
+        f"gradients over {samples} calls per step, and every verdict (clean and adversarial) is "
+        f"the majority of {samples} predictions, so the numbers are those of the model's vote "
+        "(attacks/eot.py, rule 'majority').",
+        {**check.evidence, "eot_samples": samples, "verdict": f"majority of {samples} calls"},
+        check.threat,
+    )
+
+
+def masked_gradients(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """(N,) bool: the cross-entropy input gradient at ``x`` is zero, vanishing (ℓ2 norm below
+    :data:`VANISHING`) or non-finite; all True when the loss has no gradient path at all."""
+    xs = x.detach().clone().requires_grad_(True)
+    try:
+        with torch.enable_grad():
+            loss = F.cross_entropy(model(xs), y, reduction="sum")
+            (grad,) = torch.autograd.grad(loss, xs)
+    except RuntimeError:
+        return torch.ones(x.shape[0], dtype=torch.bool, device=x.device)
+    flat = grad.flatten(1)
+    return ~torch.isfinite(flat).all(1) | (flat.norm(dim=1) < VANISHING)
 
 
 def black_box_check(

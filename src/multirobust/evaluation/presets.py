@@ -31,6 +31,9 @@ class AttackSpec:
     attack: str
     options: dict[str, Any]
     white_box: bool = True
+    #: Run only on the examples whose input gradient is zero or non-finite (the transfer
+    #: fallback for masked gradients), not on every example still robust.
+    masked_only: bool = False
     #: Threat kinds this spec is for (None: every kind its attack supports), for options that
     #: differ between kinds (AutoAttack's ℓ1 version restarts APGD more often).
     threats: tuple[type[Threat], ...] | None = None
@@ -68,6 +71,17 @@ class Preset:
         l1_restarts: APGD-CE restarts under ℓ1 (AutoAttack's ℓ1 version: 5); None: ``restarts``.
         l1_target_classes: APGD-T's classes under ℓ1 (AutoAttack's ℓ1 version: 5); None:
             ``target_classes``.
+        eot_samples: for a randomised model (outputs that change between identical calls), the
+            white-box attacks average gradients over this many calls (EOT, Athalye et al. 2018;
+            AutoAttack's ``rand`` version: 20) and every verdict is the majority of this many
+            predictions (:func:`multirobust.attacks.eot.robust_over_calls`). Unused for a
+            deterministic model.
+        transfer: add the transfer fallback (:mod:`multirobust.attacks.transfer`) after the
+            white-box attacks, run only on examples whose input gradient is zero or non-finite:
+            PGD on a surrogate distilled from the model's outputs, judged on the model.
+        transfer_distill_steps: Adam steps of the surrogate's distillation.
+        transfer_samples: distillation query points per example (the example and random points
+            of the ball).
     """
 
     name: str
@@ -85,6 +99,10 @@ class Preset:
     fab_steps: int | None = None
     l1_restarts: int | None = None
     l1_target_classes: int | None = None
+    eot_samples: int = 20
+    transfer: bool = True
+    transfer_distill_steps: int = 300
+    transfer_samples: int = 8
 
     @property
     def fab_classes(self) -> int:
@@ -158,6 +176,19 @@ class Preset:
             )
         return specs
 
+    def transfer_spec(self) -> AttackSpec | None:
+        """The fallback for masked gradients (None when ``transfer`` is off): PGD on a surrogate
+        distilled from the model's outputs, judged on the model, run by the evaluation after
+        the white-box attacks on the examples whose input gradient is zero or non-finite."""
+        if not self.transfer:
+            return None
+        options = {
+            "steps": self.steps,
+            "distill_steps": self.transfer_distill_steps,
+            "distill_samples": self.transfer_samples,
+        }
+        return AttackSpec("transfer", "transfer", options, white_box=False, masked_only=True)
+
     def attacks_for(self, threat: Threat, num_classes: int) -> list[AttackSpec]:
         """The ensemble for one (non-union) threat model, cheapest first: the preset's attacks
         that support it."""
@@ -176,6 +207,18 @@ class Preset:
         strongest white-box attack of the preset's ensemble with twice the steps
         (:func:`more_steps_spec`)."""
         return more_steps_spec(self.attacks_for(threat, num_classes))
+
+
+def with_eot(ensemble: list[AttackSpec], samples: int) -> list[AttackSpec]:
+    """The ensemble with ``eot_samples=samples`` on every attack that averages gradients over
+    calls of the model (APGD, APGD-T, PGD); the others unchanged."""
+    out = []
+    for spec in ensemble:
+        fields = {f.name for f in dataclasses.fields(attacks.get(spec.attack))}
+        if "eot_samples" in fields and samples > 1:
+            spec = dataclasses.replace(spec, options={**spec.options, "eot_samples": samples})
+        out.append(spec)
+    return out
 
 
 #: Labels of the white-box attacks the more-steps check prefers, strongest first.
@@ -212,6 +255,8 @@ PRESETS: dict[str, Preset] = {
         translations=3,
         affine_lambdas=3,
         affine_steps=25,
+        eot_samples=10,
+        transfer_distill_steps=100,
     ),
     "standard": Preset("standard", fab=True, l1_restarts=5, l1_target_classes=5),
     "thorough": Preset(

@@ -35,6 +35,7 @@ from ..atomic import check_writable_dir
 from ..attacks import ThreatViolation, create
 from ..attacks import get as get_attack
 from ..attacks.base import check_labels, validate_inputs
+from ..attacks.eot import robust_over_calls
 from ..attacks.minimal import check_norms, minimal_distortion
 from ..data import ImageDataset
 from ..models.state import attack_mode
@@ -62,6 +63,13 @@ MORE_STEPS_SAMPLE = 50
 #: each entry an :class:`~.presets.AttackSpec` or a registered attack name.
 AttackList = Sequence[presets.AttackSpec | str] | Mapping[str, Sequence[presets.AttackSpec | str]]
 
+
+def carry_over_label(member: Threat) -> str:
+    """What ``broken_by`` says for an example broken under a member and so under the threat
+    containing it (the affine carry-over), e.g. ``"carry-over (linf:0.3)"``."""
+    return f"carry-over ({member})"
+
+
 # The old name, kept for callers that import it.
 _seed = stable_seed
 
@@ -84,6 +92,9 @@ class _Plan:
     shard: _dist.Shard
     min_norms: list[str]
     out: Path | None
+    #: Predictions per verdict: the preset's (or the caller's) EOT samples for a randomised
+    #: model, judged by majority (:func:`~multirobust.attacks.eot.robust_over_calls`); else 1.
+    calls: int = 1
 
     @property
     def starts(self) -> list[int]:
@@ -162,6 +173,7 @@ def _plan(
     distributed: bool,
     min_norm: Sequence[str],
     out: str | Path | None,
+    eot_samples: int | None = None,
 ) -> _Plan:
     """Check every argument, probe the model and fix the ensembles and settings (model in
     attack mode): everything that can fail does so here, before any attack runs."""
@@ -189,20 +201,44 @@ def _plan(
     attacked: nn.Module = _checks.LogProbabilities(model) if probe.probabilities else model
     if attacks is None:
         ensembles = {}
+        fallback = chosen.transfer_spec()
         for t in threat_list:
             specs = chosen.attacks_for(t, probe.num_classes)
             if not probe.gradients_available:
                 specs = [s for s in specs if not s.white_box] or specs
+            if fallback is not None and fallback.applies_to(t):
+                # After the white-box attacks, before the black-box search: the surrogate's
+                # gradients stand in where the model's are zero or blocked.
+                last_white = max((i for i, s in enumerate(specs) if s.white_box), default=-1)
+                specs = [*specs[: last_white + 1], fallback, *specs[last_white + 1 :]]
             ensembles[str(t)] = specs
     else:
         ensembles = _explicit_ensembles(attacks, threat_list)
+    # A randomised model (the randomised-model test, run above before any attack): EOT.
+    calls = 1
+    if probe.randomised:
+        calls = chosen.eot_samples if eot_samples is None else eot_samples
+        if calls > 1:
+            ensembles = {k: presets.with_eot(v, calls) for k, v in ensembles.items()}
+        probe.checks = [
+            _checks.eot_check(c, calls) if c.name == "randomised-model" else c for c in probe.checks
+        ]
     settings: dict[str, Any] = {
         "threats": [str(t) for t in threat_list],
         "preset": asdict(chosen),
         "attacks": {
-            k: [{"label": s.label, "attack": s.attack, "options": s.options} for s in v]
+            k: [
+                {"label": s.label, "attack": s.attack, "options": s.options}
+                | ({"only_masked_gradients": True} if s.masked_only else {})
+                for s in v
+            ]
             for k, v in ensembles.items()
         },
+        "eot": (
+            {"samples": calls, "verdict": f"majority of {calls} calls"}
+            if probe.randomised and calls > 1
+            else None
+        ),
         "batch_size": batch_size,
         "seed": seed,
         "n": int(x.shape[0]),
@@ -234,6 +270,7 @@ def _plan(
         shard=shard,
         min_norms=min_norms,
         out=folder,
+        calls=calls,
     )
 
 
@@ -259,14 +296,31 @@ def _attack_batch(
     offset: int,
     keep_adversarial: bool,
     advance: Callable[[int], None] | None = None,
+    calls: int = 1,
+    carried: Mapping[int, tuple[str, list[float] | None]] | None = None,
+    carried_adv: torch.Tensor | None = None,
 ) -> tuple[ThreatBatch, torch.Tensor | None]:
     """Run the ensemble for one threat on one batch: its record, and (if asked) the inputs
     with the adversarial ones where broken. ``advance(n)`` is called after each attack with
-    the batch's size (examples the attack has dealt with, broken ones included)."""
+    the batch's size (examples the attack has dealt with, broken ones included).
+
+    ``calls`` > 1 (a randomised model): an attack breaks an example when the majority of
+    ``calls`` fresh predictions at its result are wrong. ``carried``: examples already broken
+    before any attack (row -> the label recorded as breaking it and the threat parameters),
+    with their adversarial inputs in ``carried_adv`` (the affine carry-over). Attacks whose
+    spec is ``masked_only`` run only on still-robust rows whose input gradient is zero,
+    vanishing or non-finite."""
     n = x.shape[0]
     robust = correct.clone()
     out = ThreatBatch(robust=[], broken_by=[None] * n, norm=[None] * n, params=[None] * n)
     x_adv = x.clone() if keep_adversarial else None
+    for i, (label, row_params) in (carried or {}).items():
+        if bool(robust[i]):
+            robust[i] = False
+            out.broken_by[i] = label
+            out.params[i] = row_params
+            if x_adv is not None and carried_adv is not None:
+                x_adv[i] = carried_adv[i]
     start = time.perf_counter()
     passes_before = model.counts() if isinstance(model, PassCounter) else (0, 0)
     tick = advance or (lambda _: None)
@@ -275,6 +329,11 @@ def _attack_batch(
         if rows.numel() == 0:
             tick(n * (len(specs) - done))  # every example broken: the rest have nothing to do
             break
+        if spec.masked_only:
+            rows = rows[_checks.masked_gradients(model, x[rows], y[rows])]
+            if rows.numel() == 0:
+                tick(n)
+                continue
         attack = spec.build(threat, seed=0)
         gen = torch.Generator(device=x.device).manual_seed(
             stable_seed(seed, threat, batch_index, spec.label)
@@ -292,11 +351,15 @@ def _attack_batch(
             tick(n)
             continue
         out.queries += res.queries
+        success = res.success
+        if calls > 1:
+            # The verdict on a randomised model: its vote over fresh calls, not one call.
+            success = ~robust_over_calls(model, res.x_adv, y[rows], calls=calls)
         inside = threat.contains(res.x_adv, x[rows], atol=1e-4, params=res.params)
-        bad = res.success & ~inside
+        bad = success & ~inside
         if bool(bad.any()):
             out.outside[spec.label] = out.outside.get(spec.label, 0) + int(bad.sum())
-        hit = (res.success & inside).nonzero().flatten()
+        hit = (success & inside).nonzero().flatten()
         tick(n)
         if hit.numel() == 0:
             continue
@@ -349,11 +412,20 @@ def _run_batch(
     keep_examples: int,
     keep_adversarial: bool = False,
     advance: Callable[[int], None] | None = None,
+    calls: int = 1,
 ) -> BatchRecord:
-    """Every threat's ensemble on one batch (``advance``: see :func:`_attack_batch`)."""
+    """Every threat's ensemble on one batch (``advance``, ``calls``: see
+    :func:`_attack_batch`).
+
+    A threat that contains others (an affine set contains its two members at their own ε)
+    is attacked after them when they are evaluated too, and every example broken under one
+    of them is broken under it (``carry-over (member)``): its robust accuracy is never above
+    theirs."""
     with torch.no_grad():
         logits = model(x).float()
     correct = logits.argmax(1) == y
+    if calls > 1:
+        correct = robust_over_calls(model, x, y, calls=calls)
     probs = logits.softmax(1)
     record = BatchRecord(
         labels=y.tolist(),
@@ -361,7 +433,22 @@ def _run_batch(
         clean_correct=correct.tolist(),
         threats={},
     )
-    for t in threat_list:
+    keys = {str(t) for t in threat_list}
+    # Threats containing evaluated ones go last, so that their members' outcomes exist.
+    order = sorted(threat_list, key=lambda t: any(str(m) in keys for m in t.subsets()))
+    for t in order:
+        carried: dict[int, tuple[str, list[float] | None]] = {}
+        carried_adv = x.clone() if keep_adversarial else None
+        # λ = 1 is the first subset, λ = 0 the second (the affine set's endpoints).
+        for member, lam in zip(t.subsets(), (1.0, 0.0), strict=False):
+            done = record.threats.get(str(member))
+            if done is None:
+                continue
+            for i, (ok, was) in enumerate(zip(done.robust, correct.tolist(), strict=True)):
+                if was and not ok and i not in carried:
+                    carried[i] = (carry_over_label(member), [lam])
+                    if carried_adv is not None and str(member) in record.adversarial:
+                        carried_adv[i] = record.adversarial[str(member)][i]
         outcome, x_adv = _attack_batch(
             model,
             x,
@@ -376,6 +463,9 @@ def _run_batch(
             offset=offset,
             keep_adversarial=keep_adversarial,
             advance=advance,
+            calls=calls,
+            carried=carried,
+            carried_adv=carried_adv,
         )
         record.threats[str(t)] = outcome
         if x_adv is not None:
@@ -430,6 +520,7 @@ def _batches(
                 keep_examples=examples_per_threat,
                 keep_adversarial=keep_adversarial,
                 advance=bar.update,
+                calls=plan.calls,
             )
             record.rank = plan.shard.rank
             if store is not None:
@@ -460,9 +551,11 @@ def _assemble(
     for t in threat_list:
         key = str(t)
         parts = [r.threats[key] for r in records]
+        # Carried-over members first: they break examples before any attack runs.
+        carried = [carry_over_label(m) for m in t.subsets() if str(m) in ensembles]
         outcome = ThreatOutcome(
             threat=key,
-            attacks=[s.label for s in ensembles[key]],
+            attacks=carried + [s.label for s in ensembles[key]],
             robust=[v for p in parts for v in p.robust],
             broken_by=[v for p in parts for v in p.broken_by],
             norm=[v for p in parts for v in p.norm],
@@ -561,6 +654,16 @@ def _post_checks(
     return found, ran
 
 
+def _robust(
+    plan: _Plan, x_adv: torch.Tensor, y: torch.Tensor, single: torch.Tensor
+) -> torch.Tensor:
+    """(N,) the verdict at ``x_adv``: the attack's own (``single``) for a deterministic model,
+    the majority of ``plan.calls`` predictions for a randomised one."""
+    if plan.calls > 1:
+        return robust_over_calls(plan.attacked, x_adv, y, calls=plan.calls)
+    return single
+
+
 def _large_eps(
     plan: _Plan,
     ball: Threat,
@@ -571,13 +674,14 @@ def _large_eps(
     """PGD at a very large ε of ``ball``'s norm on ``sample``: accuracy should reach ~0."""
     x, y = plan.x, plan.labels
     big = _checks.large_eps_threat(ball, int(x[0].numel()))  # type: ignore[arg-type]
-    attack = create("pgd", threat=big, steps=20, loss="ce")
+    eot = {"eot_samples": plan.calls} if plan.calls > 1 else {}
+    attack = create("pgd", threat=big, steps=20, loss="ce", **eot)
     gen = torch.Generator(device=x.device).manual_seed(stable_seed(plan.seed, "large-eps", big))
     res = attack(plan.attacked, x[sample], y[sample], generator=gen)
     ran.append({"name": "large-eps-not-zero", "threat": str(big)})
-    c = _checks.large_eps_check(
-        str(big), int(res.robust.sum()), int(sample.numel()), "pgd (ce, 20 steps)"
-    )
+    robust = _robust(plan, res.x_adv, y[sample], ~res.success)
+    name = "pgd (ce, 20 steps" + (f", EOT {plan.calls})" if eot else ")")
+    c = _checks.large_eps_check(str(big), int(robust.sum()), int(sample.numel()), name)
     if c is not None:
         found.append(c)
 
@@ -605,7 +709,7 @@ def _more_steps(
     except RuntimeError:
         return
     inside = t.contains(res.x_adv, x[rows], atol=1e-4, params=res.params)
-    broken = int((res.success & inside).sum())
+    broken = int((~_robust(plan, res.x_adv, y[rows], ~res.success) & inside).sum())
     ran.append({"name": "more-steps-lower-accuracy", "threat": key})
     c = _checks.more_steps_check(
         key, spec.label, options["steps"], broken, int(rows.numel()), options
@@ -656,6 +760,7 @@ def evaluate(
     keep_adversarial: bool = False,
     landscapes: int = 0,
     landscape_points: int = 21,
+    eot_samples: int | None = None,
 ) -> EvaluationReport:
     """Evaluate ``model``'s robustness under each threat and their union, with checks.
 
@@ -709,11 +814,19 @@ def evaluate(
             the ``landscape-beats-attacks`` check fires, and the report gains the landscape
             section. 0 (default): no grid. On rank 0 when distributed.
         landscape_points: grid points per axis (≥ 2).
+        eot_samples: for a randomised model (outputs that change between two identical calls,
+            tested before any attack), the calls each white-box gradient is averaged over (EOT)
+            and the predictions each verdict takes the majority of; None: the preset's
+            ``eot_samples`` (standard 20, quick 10); 1: no EOT. Unused for a deterministic model.
 
     Returns:
         An :class:`EvaluationReport`.
     """
     t_start = time.perf_counter()
+    if eot_samples is not None and (
+        not isinstance(eot_samples, int) or isinstance(eot_samples, bool) or eot_samples < 1
+    ):
+        raise ValueError(f"Invalid eot_samples: {eot_samples!r} (must be an integer >= 1)")
     if not isinstance(landscapes, int) or isinstance(landscapes, bool) or landscapes < 0:
         raise ValueError(f"Invalid landscapes: {landscapes!r} (must be an integer >= 0)")
     if landscapes and (
@@ -744,6 +857,7 @@ def evaluate(
             distributed,
             min_norm,
             out,
+            eot_samples,
         )
         timings = {"checks_before": time.perf_counter() - t0}
         store = None if folder is None else ResumeStore(folder, plan.settings)

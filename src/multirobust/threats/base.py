@@ -170,6 +170,11 @@ class Threat(ABC):
         """The threat models an adversary picks from per example: ``(self,)`` except for unions."""
         return (self,)
 
+    def subsets(self) -> tuple[Threat, ...]:
+        """Threat models wholly contained in this one (an example broken under one of them is
+        broken under this one): none by default; an affine set's two members (λ = 1, λ = 0)."""
+        return ()
+
     # ------------------------------------------------------------------ geometry
     @abstractmethod
     def contains(

@@ -205,6 +205,10 @@ class Affine(Threat):
             raise ValueError(f"Invalid threat {where!r}: affine takes exactly two threats")
         return cls(members[0], members[1])
 
+    def subsets(self) -> tuple[Threat, ...]:
+        # λ = 1 is the ball a, λ = 0 the ball b, each at its own ε.
+        return (self.a, self.b)
+
     @property
     def is_trivial(self) -> bool:
         return self.a.is_trivial and self.b.is_trivial
