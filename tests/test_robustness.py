@@ -199,6 +199,7 @@ def test_min_norm_attacks_are_kept_when_smaller(linear, monkeypatch):
     model, w, b, x, y = linear
     monkeypatch.setitem(registry._REGISTRY, "deepfool-l2", _ExactLinear)
     monkeypatch.setitem(registry._REGISTRY, "cw-l2", _Broken)
+    monkeypatch.setitem(registry._REGISTRY, "fab-l2", _Broken)
     res = minimal_distortion(model, x, y, "l2", max_eps=4.0, rtol=0.2, attack_options=FAST_OPTIONS)
     # The failing one is skipped, the working one runs before the bisection.
     assert res.attacks == ["deepfool-l2", "apgd"]
