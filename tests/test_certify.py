@@ -355,6 +355,7 @@ def _tiny_problem():
     return net, x, y
 
 
+@pytest.mark.slow  # ~40 s; the certify command's test covers resume in the default suite
 def test_certify_reports_per_threat_and_union_and_resumes_without_recomputing(tmp_path):
     net, x, y = _tiny_problem()
     threats = ["linf:0.002", "l2:0.05", "l1:0.1"]
