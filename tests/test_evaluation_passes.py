@@ -44,7 +44,11 @@ def test_pass_counter_counts_examples_forward_and_backward():
 
 def test_report_counts_the_passes_of_each_threat(mnist_model, mnist_test):
     x, y = mnist_test.images[:40], mnist_test.labels[:40]
-    preset = Preset("p", steps=8, target_classes=2, queries=40, rotations=5, translations=3)
+    # No transfer fallback: its masked-gradient probe (one forward and backward pass per
+    # still-robust example) is evaluation cost, not an attack's query.
+    preset = Preset(
+        "p", steps=8, target_classes=2, queries=40, rotations=5, translations=3, transfer=False
+    )
     rep = evaluate(
         mnist_model,
         x,
