@@ -54,7 +54,14 @@ def _settings(f: Callable[..., Any]) -> Callable[..., Any]:
             "--target", type=int, default=0, show_default=True, help="Target class (all-to-one)."
         ),
         click.option("--mode", type=click.Choice(MODES), default="all-to-one", show_default=True),
-        click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True),
+        click.option(
+            "--seed",
+            type=click.IntRange(min=0),
+            default=0,
+            show_default=True,
+            help="Seeds the poisoning, the defender's clean split, the detectors and the "
+            "defences; the training seed is the recipe's (--train seed=S).",
+        ),
         click.option("--patch-size", type=int, default=3, show_default=True),
         click.option(
             "--patch-position",
