@@ -470,6 +470,11 @@ class _Configured(ABC):
     def supported_description(cls) -> str:
         return _supported_text(cls.supported_threats)
 
+    @property
+    def label(self) -> str:
+        """The name shown in errors."""
+        return self.name
+
     def _loss_fn(self) -> losses.Loss:
         """The loss to maximise: the ``loss`` option, else :attr:`default_loss`."""
         return losses.get(getattr(self, "loss", None) or self.default_loss)
@@ -526,11 +531,6 @@ class Attack(_Configured):
         """The threat model as an object (``threat`` may have been given as text)."""
         assert isinstance(self.threat, Threat)
         return self.threat
-
-    @property
-    def label(self) -> str:
-        """The name shown in errors."""
-        return self.name
 
     @final
     def __call__(
@@ -635,10 +635,6 @@ class MinimumNormAttack(_Configured):
     def ball_for(self, x: torch.Tensor) -> LpBall:
         """The ball of :meth:`geometry` around inputs like ``x`` that contains the whole box."""
         return self.geometry()(self.geometry().box_diameter(int(x[0].numel())))
-
-    @property
-    def label(self) -> str:
-        return self.name
 
     @final
     def __call__(

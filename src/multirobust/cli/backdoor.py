@@ -200,10 +200,6 @@ def _print_metrics(rep: dict[str, Any]) -> None:
         )
 
 
-def _fail(err: Exception) -> click.ClickException:
-    return click.ClickException(str(err))
-
-
 @click.group("backdoor")
 def command() -> None:
     """Backdoors and poisoning: poison a dataset, train on it, detect, defend, report.
@@ -223,7 +219,7 @@ def run_cmd(out: str, resume: bool, quiet: bool, **flags: Any) -> None:
         run = BackdoorRun.start(out, _config(flags, quiet), resume=resume)
         rep = run.run_all(resume=resume)
     except (ConfigError, ValueError, FileNotFoundError) as err:
-        raise _fail(err) from None
+        raise click.ClickException(str(err)) from None
     _print_metrics(rep)
     click.echo(f"saved {rep['evidence']['folder']}/report.json and report.html")
 
@@ -239,7 +235,7 @@ def poison_cmd(out: str, resume: bool, quiet: bool, **flags: Any) -> None:
         run = BackdoorRun.start(out, _config(flags, quiet), resume=resume)
         poisoned = run.poison()
     except (ConfigError, ValueError, FileNotFoundError) as err:
-        raise _fail(err) from None
+        raise click.ClickException(str(err)) from None
     rec = poisoned.record
     click.echo(
         f"poisoned {len(rec.indices)} of {rec.size} training examples "
@@ -258,7 +254,7 @@ def train_cmd(out: str, resume: bool, quiet: bool) -> None:
         run.train(resume=resume)
         m = run.measure()
     except (ConfigError, ValueError, FileNotFoundError) as err:
-        raise _fail(err) from None
+        raise click.ClickException(str(err)) from None
     for key, r in m.items():
         click.echo(
             f"{key}: clean {r['clean_accuracy']:.2%}, ASR {r['attack_success_rate']:.2%}, "
@@ -275,7 +271,7 @@ def detect_cmd(out: str, resume: bool, quiet: bool) -> None:
     try:
         res = _reopen(out, quiet).detect(resume=resume)
     except (ConfigError, ValueError, FileNotFoundError) as err:
-        raise _fail(err) from None
+        raise click.ClickException(str(err)) from None
     for name, entry in res.items():
         s = entry["poisoned"]["score"]
         click.echo(f"{name}: precision {s['precision']:.2%}, recall {s['recall']:.2%}")
@@ -290,7 +286,7 @@ def defend_cmd(out: str, resume: bool, quiet: bool) -> None:
     try:
         res = _reopen(out, quiet).defend(resume=resume)
     except (ConfigError, ValueError, FileNotFoundError) as err:
-        raise _fail(err) from None
+        raise click.ClickException(str(err)) from None
     for name, entry in res.items():
         a = entry["after"]
         click.echo(
@@ -306,6 +302,6 @@ def report_cmd(out: str) -> None:
     try:
         rep = _reopen(out, True).report()
     except (ConfigError, ValueError, FileNotFoundError) as err:
-        raise _fail(err) from None
+        raise click.ClickException(str(err)) from None
     _print_metrics(rep)
     click.echo(f"saved {rep['evidence']['folder']}/report.json and report.html")

@@ -145,10 +145,6 @@ def _print(rep: dict[str, Any]) -> None:
     )
 
 
-def _fail(err: Exception) -> click.ClickException:
-    return click.ClickException(str(err))
-
-
 @click.group("membership")
 def command() -> None:
     """Membership inference: shadow models, the loss-threshold attack and LiRA, a report.
@@ -169,7 +165,7 @@ def run_cmd(out: str, resume: bool, quiet: bool, **flags: Any) -> None:
         run = MembershipRun.start(out, _config(flags, quiet), resume=resume)
         rep = run.run_all()
     except (ConfigError, ValueError, FileNotFoundError) as err:
-        raise _fail(err) from None
+        raise click.ClickException(str(err)) from None
     _print(rep)
     click.echo(f"saved {rep['evidence']['folder']}/report.json and report.html")
 
@@ -186,7 +182,7 @@ def shadows_cmd(out: str, resume: bool, quiet: bool, **flags: Any) -> None:
         run = MembershipRun.start(out, _config(flags, quiet), resume=resume)
         timing = run.train_shadows()
     except (ConfigError, ValueError, FileNotFoundError) as err:
-        raise _fail(err) from None
+        raise click.ClickException(str(err)) from None
     last = timing["stages"][-1]
     click.echo(
         f"{last['models']} model(s) ready in {run.out} ({last['wall_seconds'] / 60:.1f} min "
@@ -201,7 +197,7 @@ def attack_cmd(out: str) -> None:
     try:
         result = MembershipRun.open(out).attack()
     except (ConfigError, ValueError, FileNotFoundError) as err:
-        raise _fail(err) from None
+        raise click.ClickException(str(err)) from None
     for name, a in result.outcomes.items():
         click.echo(
             f"{name}: AUC {a.roc.auc:.4f}; "
@@ -218,6 +214,6 @@ def report_cmd(out: str) -> None:
         run.config = dataclasses.replace(run.config, progress=False)
         rep = run.report()
     except (ConfigError, ValueError, FileNotFoundError) as err:
-        raise _fail(err) from None
+        raise click.ClickException(str(err)) from None
     _print(rep)
     click.echo(f"saved {rep['evidence']['folder']}/report.json and report.html")
