@@ -322,3 +322,16 @@ def test_lira_online_is_the_gaussian_log_likelihood_ratio_at_the_medians():
     assert lira_offline(target, shadow, keep, fixed_variance=False).item() == pytest.approx(
         (2.5 - 5.0) / sd_out
     )
+
+
+def test_adversarial_shadows_get_the_training_warm_up_and_standard_ones_none(tmp_path):
+    # An adversarial recipe without an ε warm-up stays at chance on MNIST (training/config.py's
+    # default_eps_warmup); the shadows must get the same default as `multirobust train`.
+    pgd = MembershipConfig(train={"method": "pgd"}).train_config(tmp_path / "s", 0)
+    assert pgd.resolved_eps_warmup > 0
+    standard = MembershipConfig().train_config(tmp_path / "s", 0)
+    assert standard.resolved_eps_warmup == 0
+    explicit = MembershipConfig(train={"method": "pgd", "eps_warmup": 5}).train_config(
+        tmp_path / "s", 0
+    )
+    assert explicit.resolved_eps_warmup == 5

@@ -59,7 +59,8 @@ _TRAIN_DEFAULTS: dict[str, Any] = {
     "lr": 1e-3,
     "schedule": "piecewise",
     "steps": 10,
-    "eps_warmup": 0.0,
+    # No "eps_warmup": an adversarial --method gets the training default (a warm-up, as the
+    # zoo's robust models had); without one, PGD shadows stay at chance.
     "seed": 0,
     # The held-out check of every epoch does not change the weights; keep it cheap.
     "eval_n": 200,
