@@ -150,3 +150,53 @@ def test_evaluate_bars_move_per_attack_and_end_at_their_totals(monkeypatch):
     line = bars[-1]
     assert line.n == line.total > 3  # every attack at each ε, the last one included
     assert line.titles[-1].startswith("curve linf ε=0.2 (3/3)")
+
+
+def test_evaluate_bar_moves_inside_each_attack_with_its_forward_passes(monkeypatch):
+    # Issue 12 item 6: per example within a batch, not per attack on the whole batch. One
+    # batch, one threat: the bar must move many times while each attack runs, never past the
+    # attack's share before it returns, and end exactly at its total.
+    from multirobust.evaluation import Preset, evaluate
+    from multirobust.evaluation import progress as within
+
+    bars = _recorded(monkeypatch, "multirobust.evaluation.runner")
+    shares = []
+    real_finish = within.WithinAttack.finish
+
+    def finish(self):
+        shares.append(self.moved)  # how far the attack's passes moved the bar on their own
+        return real_finish(self)
+
+    monkeypatch.setattr(within.WithinAttack, "finish", finish)
+    model = models.load(ZOO / "standard.pt")
+    test = data.load("mnist", "test", limit=16)
+    preset = Preset("few", steps=20, target_classes=1, queries=0, transfer=False)
+    report = evaluate(model, test.images, test.labels, threats=["l2:0.5"], preset=preset,
+                      batch_size=16, progress=True)  # fmt: skip
+    attacks = bars[0]
+    n_attacks = len(report.threats["l2:0.5"].attacks)
+    assert attacks.total == 16 * n_attacks and attacks.n == attacks.total
+    assert all(isinstance(u, int) and u > 0 for u in attacks.updates)
+    # 20 steps of APGD on 16 images at ε = 0.5 (few broken): far more moves than attacks.
+    assert len(attacks.updates) >= 5 * n_attacks
+    assert shares and max(shares) <= 0.95 * 16  # never ahead of an unfinished attack
+    assert max(shares) >= 0.5 * 16  # but most of the way by its passes alone
+
+
+def test_pass_estimates_learn_from_the_previous_batch():
+    from multirobust.evaluation.progress import PassEstimates, WithinAttack, guess_passes
+
+    assert guess_passes({"steps": 100, "restarts": 1, "target_classes": 9}) == 900
+    assert guess_passes({"steps": 300, "restarts": 1}) == 300  # Square: steps are queries
+    assert guess_passes({"lambdas": 3, "steps": 25, "target_classes": 3, "queries": 300}) == 525
+    est = PassEstimates()
+    assert est.expected("l2:1", "apgd-ce", {"steps": 10}) == 10
+    est.observe("l2:1", "apgd-ce", rows=50, forward_passes=300)  # stopped early: 6 per example
+    assert est.expected("l2:1", "apgd-ce", {"steps": 10}) == 6
+    moves = []
+    bar = WithinAttack(moves.append, share=10, expected=100)
+    for _ in range(200):  # twice the expected passes: the bar waits at the cap
+        bar(1)
+    assert sum(moves) == 9  # floor(0.95 × 10)
+    bar.finish()
+    assert sum(moves) == 10 and all(isinstance(m, int) for m in moves)

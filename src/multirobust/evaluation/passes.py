@@ -24,6 +24,8 @@ class PassCounter(nn.Module):
     Attributes:
         forward_passes: examples passed forward so far.
         backward_passes: examples whose output received a gradient so far.
+        listener: called with the batch size after every forward pass when set (the
+            evaluation's progress inside an attack, :mod:`~.progress`).
     """
 
     def __init__(self, model: nn.Module) -> None:
@@ -31,6 +33,7 @@ class PassCounter(nn.Module):
         self.model = model
         self.forward_passes = 0
         self.backward_passes = 0
+        self.listener: Callable[[int], object] | None = None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = self.model(x)
@@ -38,6 +41,8 @@ class PassCounter(nn.Module):
         self.forward_passes += n
         if isinstance(out, torch.Tensor) and out.requires_grad:
             out.register_hook(self._on_backward(n))
+        if self.listener is not None:
+            self.listener(n)
         return out  # type: ignore[no-any-return]
 
     def _on_backward(self, n: int) -> Callable[[torch.Tensor], None]:

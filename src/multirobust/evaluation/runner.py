@@ -46,6 +46,7 @@ from . import presets
 from .inputs import DataArg, as_tensors, on_model, stable_seed
 from .landscapes import LandscapePass, apply_landscape_pass, landscape_pass
 from .passes import PassCounter
+from .progress import PassEstimates, WithinAttack
 from .records import BatchRecord, ThreatBatch
 from .report import AdversarialExample, Check, EvaluationReport, ThreatOutcome
 from .resume import ResumeStore
@@ -295,14 +296,18 @@ def _attack_batch(
     keep_examples: int,
     offset: int,
     keep_adversarial: bool,
-    advance: Callable[[int], None] | None = None,
+    advance: Callable[[int], object] | None = None,
     calls: int = 1,
     carried: Mapping[int, tuple[str, list[float] | None]] | None = None,
     carried_adv: torch.Tensor | None = None,
+    estimates: PassEstimates | None = None,
 ) -> tuple[ThreatBatch, torch.Tensor | None]:
     """Run the ensemble for one threat on one batch: its record, and (if asked) the inputs
-    with the adversarial ones where broken. ``advance(n)`` is called after each attack with
-    the batch's size (examples the attack has dealt with, broken ones included).
+    with the adversarial ones where broken. ``advance`` moves a bar by the batch's size per
+    attack (examples the attack has dealt with, broken ones included): while the attack runs,
+    in whole steps as ``model`` (a :class:`PassCounter`) sees forward passes, against the
+    passes per example expected from ``estimates`` (:mod:`.progress`), and the rest when it
+    returns.
 
     ``calls`` > 1 (a randomised model): an attack breaks an example when the majority of
     ``calls`` fresh predictions at its result are wrong. ``carried``: examples already broken
@@ -324,6 +329,8 @@ def _attack_batch(
     start = time.perf_counter()
     passes_before = model.counts() if isinstance(model, PassCounter) else (0, 0)
     tick = advance or (lambda _: None)
+    estimates = estimates if estimates is not None else PassEstimates()
+    key = str(threat)
     for done, spec in enumerate(specs):
         rows = robust.nonzero().flatten()
         if rows.numel() == 0:
@@ -338,18 +345,29 @@ def _attack_batch(
         gen = torch.Generator(device=x.device).manual_seed(
             stable_seed(seed, threat, batch_index, spec.label)
         )
+        m = int(rows.numel())
+        within = WithinAttack(tick, n, estimates.expected(key, spec.label, spec.options) * m)
+        counter = model if isinstance(model, PassCounter) else None
+        forward_before = 0 if counter is None else counter.forward_passes
+        if counter is not None:
+            counter.listener = within
         try:
             res = attack(model, x[rows], y[rows], generator=gen)
         except ThreatViolation as err:
-            out.outside[spec.label] = out.outside.get(spec.label, 0) + int(rows.numel())
+            out.outside[spec.label] = out.outside.get(spec.label, 0) + m
             log.warning("attack %s under %s rejected: %s", spec.label, threat, err)
-            tick(n)
             continue
         except RuntimeError as err:
             out.errors[spec.label] = str(err).splitlines()[0]
             log.warning("attack %s under %s failed: %s", spec.label, threat, out.errors[spec.label])
-            tick(n)
             continue
+        else:
+            if counter is not None:
+                estimates.observe(key, spec.label, m, counter.forward_passes - forward_before)
+        finally:
+            if counter is not None:
+                counter.listener = None
+            within.finish()
         out.queries += res.queries
         success = res.success
         if calls > 1:
@@ -360,7 +378,6 @@ def _attack_batch(
         if bool(bad.any()):
             out.outside[spec.label] = out.outside.get(spec.label, 0) + int(bad.sum())
         hit = (success & inside).nonzero().flatten()
-        tick(n)
         if hit.numel() == 0:
             continue
         robust[rows[hit]] = False
@@ -411,10 +428,11 @@ def _run_batch(
     offset: int,
     keep_examples: int,
     keep_adversarial: bool = False,
-    advance: Callable[[int], None] | None = None,
+    advance: Callable[[int], object] | None = None,
     calls: int = 1,
+    estimates: PassEstimates | None = None,
 ) -> BatchRecord:
-    """Every threat's ensemble on one batch (``advance``, ``calls``: see
+    """Every threat's ensemble on one batch (``advance``, ``calls``, ``estimates``: see
     :func:`_attack_batch`).
 
     A threat that contains others (an affine set contains its two members at their own ε)
@@ -464,6 +482,7 @@ def _run_batch(
             keep_adversarial=keep_adversarial,
             advance=advance,
             calls=calls,
+            estimates=estimates,
             carried=carried,
             carried_adv=carried_adv,
         )
@@ -487,9 +506,10 @@ def _batches(
     mine = plan.shard.batches(len(starts))
     keys = [str(t) for t in plan.threats]
     counted = PassCounter(plan.attacked)
+    estimates = PassEstimates()
     done: dict[int, BatchRecord] = {}
-    # The bar counts (example, attack) pairs: it moves after every attack of every threat on
-    # each batch, not once per batch (a batch of 500 under four threats can take minutes).
+    # The bar counts (example, attack) pairs and moves inside every attack with its forward
+    # passes (.progress), not once per batch: one attack on a batch of 500 can take minutes.
     per_example = sum(len(plan.ensembles[k]) for k in keys)
     bar = tqdm(
         total=sum(min(bs, n - starts[b]) for b in mine) * per_example,
@@ -521,6 +541,7 @@ def _batches(
                 keep_adversarial=keep_adversarial,
                 advance=bar.update,
                 calls=plan.calls,
+                estimates=estimates,
             )
             record.rank = plan.shard.rank
             if store is not None:
