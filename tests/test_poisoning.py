@@ -445,3 +445,19 @@ def _split(ds: data.ImageDataset) -> tuple[data.ImageDataset, data.ImageDataset]
     a = _dataset(ds.images[:half], ds.labels[:half])
     b = _dataset(ds.images[half:], ds.labels[half:])
     return a, b
+
+
+def test_a_detector_that_flags_nothing_is_not_called_precise():
+    # Precision is 1.0 by convention when nothing is flagged; the summary must not print
+    # "precision 100%" for a detector that found none of the poisoned examples.
+    from multirobust.poisoning.report import detection_line
+
+    silent = {"precision": 1.0, "recall": 0.0, "flagged": 0, "poisoned": 60,
+              "true_positives": 0}  # fmt: skip
+    line = detection_line("spectral", silent)
+    assert "flagged nothing" in line and "precision" not in line and "0 of 60" in line
+    found = {"precision": 0.5, "recall": 1.0, "flagged": 120, "poisoned": 60,
+             "true_positives": 60}  # fmt: skip
+    assert detection_line("ac", found) == (
+        "ac: precision 50.00%, recall 100.00% (60 of 60 poisoned among 120 flagged)"
+    )

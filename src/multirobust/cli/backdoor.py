@@ -13,6 +13,7 @@ import click
 
 from ..poisoning.base import MODES
 from ..poisoning.experiment import ATTACKS, DEFENCES, DETECTORS, BackdoorConfig, BackdoorRun
+from ..poisoning.report import detection_line
 from ..poisoning.triggers import PATTERNS, POSITIONS
 from ..training import ConfigError
 from ._common import parse_options
@@ -193,11 +194,7 @@ def _print_metrics(rep: dict[str, Any]) -> None:
             f"{r['robust_accuracy']:>11.2%}"
         )
     for name, d in rep["detectors"].items():
-        s = d["poisoned"]
-        click.echo(
-            f"{name}: precision {s['precision']:.2%}, recall {s['recall']:.2%} "
-            f"({s['true_positives']} of {s['poisoned']} poisoned among {s['flagged']} flagged)"
-        )
+        click.echo(detection_line(name, d["poisoned"]))
 
 
 @click.group("backdoor")
@@ -273,8 +270,7 @@ def detect_cmd(out: str, resume: bool, quiet: bool) -> None:
     except (ConfigError, ValueError, FileNotFoundError) as err:
         raise click.ClickException(str(err)) from None
     for name, entry in res.items():
-        s = entry["poisoned"]["score"]
-        click.echo(f"{name}: precision {s['precision']:.2%}, recall {s['recall']:.2%}")
+        click.echo(detection_line(name, entry["poisoned"]["score"]))
 
 
 @command.command("defend")

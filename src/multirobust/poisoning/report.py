@@ -51,6 +51,21 @@ def _metric_rows(rep: dict[str, Any]) -> list[list[str]]:
     return rows
 
 
+def detection_line(name: str, score: dict[str, Any]) -> str:
+    """One line on a detector's score (a :class:`DetectionScore` as a dict) for the terminal.
+
+    A detector that flagged nothing has no precision to speak of (it is 1.0 by convention: no
+    false alarm); the line says it flagged nothing instead of printing "precision 100%".
+    """
+    found = f"{score['true_positives']} of {score['poisoned']} poisoned"
+    if score["flagged"] == 0:
+        return f"{name}: flagged nothing ({found} found), recall {score['recall']:.2%}"
+    return (
+        f"{name}: precision {score['precision']:.2%}, recall {score['recall']:.2%} "
+        f"({found} among {score['flagged']} flagged)"
+    )
+
+
 def _detector_rows(rep: dict[str, Any]) -> list[list[str]]:
     rows = []
     for name, d in rep["detectors"].items():
@@ -59,7 +74,7 @@ def _detector_rows(rep: dict[str, Any]) -> list[list[str]]:
         rows.append(
             [
                 name,
-                pct(s["precision"]),
+                pct(s["precision"]) if s["flagged"] else "— (none flagged)",
                 pct(s["recall"]),
                 f"{s['true_positives']} / {s['flagged']}",
                 str(s["poisoned"]),
