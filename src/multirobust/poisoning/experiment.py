@@ -31,7 +31,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from .. import atomic, data, models
+from .. import atomic, data, models, runfolder
 from ..training import ConfigError, TrainConfig, fit
 from .activation_clustering import activation_clustering
 from .badnets import BadNets
@@ -265,24 +265,15 @@ class BackdoorRun:
         cfg = BackdoorConfig.from_dict(config) if isinstance(config, dict) else config
         cfg.validate()
         out = Path(out)
+        runfolder.claim(
+            out,
+            cfg.to_dict(),
+            kind="backdoor run",
+            resume=resume,
+            free=_RESUME_FREE,
+            error=ConfigError,
+        )
         path = out / "config.json"
-        if path.exists():
-            if not resume:
-                raise ConfigError(
-                    f"{out} already holds a backdoor run: resume it (--resume) or choose "
-                    "another output folder"
-                )
-            before = _read_json(path)
-            now = cfg.to_dict()
-            changed = sorted(
-                k for k in now if k not in _RESUME_FREE and before.get(k, now[k]) != now[k]
-            )
-            if changed:
-                raise ConfigError(
-                    f"Cannot resume {out}: settings differ from the interrupted run ("
-                    + ", ".join(f"{k}: {before.get(k)!r} -> {now[k]!r}" for k in changed)
-                    + ")"
-                )
         run = cls(out, cfg)
         run._check_data()
         atomic.check_writable_dir(out)

@@ -29,7 +29,7 @@ import torch
 from safetensors.torch import load_file
 from safetensors.torch import save as safetensors_bytes
 
-from .. import atomic, data, models
+from .. import atomic, data, models, runfolder
 from ..training import ConfigError, TrainConfig
 from .inference import METHODS, MembershipResult, membership_inference
 from .scores import logits_of
@@ -251,24 +251,15 @@ class MembershipRun:
         cfg = MembershipConfig.from_dict(config) if isinstance(config, dict) else config
         cfg.validate()
         out = Path(out)
+        runfolder.claim(
+            out,
+            cfg.to_dict(),
+            kind="membership run",
+            resume=resume,
+            free=_RESUME_FREE,
+            error=ConfigError,
+        )
         path = out / "config.json"
-        if path.exists():
-            if not resume:
-                raise ConfigError(
-                    f"{out} already holds a membership run: resume it (--resume) or choose "
-                    "another output folder"
-                )
-            before = json.loads(path.read_text())
-            now = cfg.to_dict()
-            changed = sorted(
-                k for k in now if k not in _RESUME_FREE and before.get(k, now[k]) != now[k]
-            )
-            if changed:
-                raise ConfigError(
-                    f"Cannot resume {out}: settings differ from the interrupted run ("
-                    + ", ".join(f"{k}: {before.get(k)!r} -> {now[k]!r}" for k in changed)
-                    + ")"
-                )
         run = cls(out, cfg)
         try:
             pool = run.pool
