@@ -16,20 +16,19 @@ from ..poisoning.experiment import ATTACKS, DEFENCES, DETECTORS, BackdoorConfig,
 from ..poisoning.report import detection_line
 from ..poisoning.triggers import PATTERNS, POSITIONS
 from ..training import ConfigError
+from . import options as opts
 from ._common import parse_options
 
 __all__ = ["command"]
 
-_OUT = click.option(
-    "--out", required=True, type=click.Path(file_okay=False), help="The run folder."
-)
-_RESUME = click.option("--resume", is_flag=True, help="Continue an interrupted run.")
-_QUIET = click.option("--quiet", is_flag=True, help="No progress bars.")
+_OUT = opts.out(required=True, help="The run folder.")
+_RESUME = opts.resume(help="Continue an interrupted run.")
+_QUIET = opts.quiet()
 
 
 def _settings(f: Callable[..., Any]) -> Callable[..., Any]:
     """The options that define a backdoor run (``run`` and ``poison``)."""
-    options = [
+    params = [
         click.option("--dataset", default="mnist", show_default=True),
         click.option(
             "--limit",
@@ -151,9 +150,7 @@ def _settings(f: Callable[..., Any]) -> Callable[..., Any]:
         ),
         click.option("--finetune-epochs", type=click.IntRange(min=0), default=5, show_default=True),
     ]
-    for option in reversed(options):
-        f = option(f)
-    return f
+    return opts.group(*params)(f)
 
 
 def _config(flags: dict[str, Any], quiet: bool) -> BackdoorConfig:

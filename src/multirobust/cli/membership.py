@@ -14,18 +14,18 @@ import click
 from ..privacy.experiment import MembershipConfig, MembershipRun
 from ..privacy.inference import METHODS
 from ..training import ConfigError
+from . import options as opts
 from ._common import parse_options
 
 __all__ = ["command"]
 
-_OUT = click.option(
-    "--out", required=True, type=click.Path(file_okay=False), help="The run folder."
-)
-_QUIET = click.option("--quiet", is_flag=True, help="No progress bars.")
+_OUT = opts.out(required=True, help="The run folder.")
+_RESUME = opts.resume(help="Continue an interrupted run.")
+_QUIET = opts.quiet()
 
 
 def _settings(f: Callable[..., Any]) -> Callable[..., Any]:
-    options = [
+    params = [
         click.option("--dataset", default="mnist", show_default=True),
         click.option(
             "--pool",
@@ -93,9 +93,7 @@ def _settings(f: Callable[..., Any]) -> Callable[..., Any]:
             help="LiRA with per-example instead of global variances.",
         ),
     ]
-    for option in reversed(options):
-        f = option(f)
-    return f
+    return opts.group(*params)(f)
 
 
 def _workers(f: Callable[..., Any]) -> Callable[..., Any]:
@@ -157,7 +155,7 @@ def command() -> None:
 @_OUT
 @_settings
 @_workers
-@click.option("--resume", is_flag=True, help="Continue an interrupted run.")
+@_RESUME
 @_QUIET
 def run_cmd(out: str, resume: bool, quiet: bool, **flags: Any) -> None:
     """Every stage: train the shadows (in parallel), attack the target, report."""
@@ -174,7 +172,7 @@ def run_cmd(out: str, resume: bool, quiet: bool, **flags: Any) -> None:
 @_OUT
 @_settings
 @_workers
-@click.option("--resume", is_flag=True, help="Continue an interrupted run.")
+@_RESUME
 @_QUIET
 def shadows_cmd(out: str, resume: bool, quiet: bool, **flags: Any) -> None:
     """Start a run and train its shadow models (resumable, in parallel processes)."""

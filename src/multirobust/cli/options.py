@@ -224,6 +224,17 @@ def download() -> Decorator[Any]:
     )
 
 
+def group(*params: Decorator[Any]) -> Decorator[Any]:
+    """Several options as one decorator, listed in ``--help`` in the order given."""
+
+    def decorator(f: F) -> F:
+        for param in reversed(params):
+            f = param(f)
+        return f
+
+    return decorator
+
+
 def out(
     *, required: bool = False, default: str | None = None, help: str | None = None
 ) -> Decorator[Any]:
