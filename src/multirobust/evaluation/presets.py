@@ -34,13 +34,14 @@ class AttackSpec:
     #: Run only on the examples whose input gradient is zero or non-finite (the transfer
     #: fallback for masked gradients), not on every example still robust.
     masked_only: bool = False
-    #: Threat kinds this spec is for (None: every kind its attack supports), for options that
-    #: differ between kinds (AutoAttack's ℓ1 version restarts APGD more often).
-    threats: tuple[type[Threat], ...] | None = None
+    #: Registry names of the threat kinds this spec is for (``("linf", "l2")``; None: every
+    #: kind its attack supports), for options that differ between kinds (AutoAttack's ℓ1
+    #: version restarts APGD more often).
+    kinds: tuple[str, ...] | None = None
 
     def applies_to(self, threat: Threat) -> bool:
-        """The spec's attack supports ``threat`` and ``threats`` admits its kind."""
-        if self.threats is not None and not isinstance(threat, self.threats):
+        """The spec's attack supports ``threat`` and ``kinds`` admits its kind."""
+        if self.kinds is not None and threat.name not in self.kinds:
             return False
         return attacks.get(self.attack).supports(threat)
 
@@ -120,7 +121,7 @@ class Preset:
 
     def candidates(self, num_classes: int) -> list[AttackSpec]:
         """Every attack of the preset, cheapest first; each threat keeps those supporting it
-        (and those whose ``threats`` admit it)."""
+        (and those whose ``kinds`` admit it)."""
         runs = {"steps": self.steps, "restarts": self.restarts}
         target = min(self.target_classes, num_classes - 1)
         # AutoAttack's ℓ1 version runs APGD-CE with 5 restarts and APGD-T over 5 classes.
@@ -132,17 +133,17 @@ class Preset:
             self.target_classes if self.l1_target_classes is None else self.l1_target_classes
         )
         l1_target = min(l1_target, num_classes - 1)
-        dense, sparse = (LinfBall, L2Ball), (L1Ball,)
+        dense, sparse = (LinfBall.name, L2Ball.name), (L1Ball.name,)
         specs = [
-            AttackSpec("apgd-ce", "apgd", {"loss": "ce", **runs}, threats=dense),
-            AttackSpec("apgd-ce", "apgd", {"loss": "ce", **l1_runs}, threats=sparse),
+            AttackSpec("apgd-ce", "apgd", {"loss": "ce", **runs}, kinds=dense),
+            AttackSpec("apgd-ce", "apgd", {"loss": "ce", **l1_runs}, kinds=sparse),
         ]
         # The targeted DLR loss needs at least 4 classes, the untargeted one 3.
         if self.target_classes > 0 and num_classes >= 4:
             specs += [
-                AttackSpec("apgd-t", "apgd-t", {**runs, "target_classes": target}, threats=dense),
+                AttackSpec("apgd-t", "apgd-t", {**runs, "target_classes": target}, kinds=dense),
                 AttackSpec(
-                    "apgd-t", "apgd-t", {**runs, "target_classes": l1_target}, threats=sparse
+                    "apgd-t", "apgd-t", {**runs, "target_classes": l1_target}, kinds=sparse
                 ),
             ]
         elif num_classes >= 3:
