@@ -4,6 +4,7 @@ randomised model, the transfer fallback where gradients are zero, and the affine
 from pathlib import Path
 
 import pytest
+import torch
 from _traps import GaussianNoise, ZeroGradient
 from click.testing import CliRunner
 
@@ -127,6 +128,62 @@ def test_transfer_does_not_run_where_gradients_are_fine(mnist_model, mnist_test)
     # It never ran: no example had a masked gradient, so no query and no pass was spent on it.
     assert out.queries == off.threats["linf:0.02"].queries
     assert out.robust == off.threats["linf:0.02"].robust
+
+
+def test_a_given_twin_transfers_to_every_still_robust_example(mnist_model, mnist_test):
+    """The zero-gradient trap again, with its undefended twin given as the surrogate: PGD on the
+    twin runs on every example the white-box attacks left, judged on the trap. The bare model
+    falls to 0% at ℓ∞ 0.2 (test above), and the trap's outputs are the twin's, so a transfer
+    from the exact twin breaks nearly everything. Measured: 29 of the 29 correctly classified
+    (robust accuracy 0%); asserted: at least 25."""
+    x, y = mnist_test.images[:30], mnist_test.labels[:30]
+    trap = ZeroGradient(mnist_model)
+    quick = presets.get("quick").with_options(queries=0, transfer=False)
+    common = dict(threats=["linf:0.2"], progress=False, run_checks=False, preset=quick)
+    before = {k: v.clone() for k, v in mnist_model.state_dict().items()}
+    report = evaluate(trap, x, y, surrogate=mnist_model, **common)
+    counts = report.threats["linf:0.2"].broken_counts()
+    assert counts["apgd-ce"] == counts["apgd-t"] == 0
+    assert counts["transfer-surrogate"] >= 25
+    spec = report.settings["attacks"]["linf:0.2"][2]
+    assert spec["label"] == "transfer-surrogate" and "only_masked_gradients" not in spec
+    assert spec["options"]["surrogate"].startswith(f"{type(mnist_model).__name__} sha256:")
+    assert all(torch.equal(before[k], v) for k, v in mnist_model.state_dict().items())
+
+
+def test_a_surrogate_that_does_not_fit_is_refused_before_any_attack(mnist_model, mnist_test):
+    x, y = mnist_test.images[:4], mnist_test.labels[:4]
+    wrong_classes = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(784, 3))
+    with pytest.raises(ValueError, match=r"Invalid surrogate: it outputs \(3,\) per example"):
+        evaluate(mnist_model, x, y, threats=["linf:0.1"], surrogate=wrong_classes, progress=False)
+    wrong_input = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(100, 10))
+    with pytest.raises(ValueError, match="cannot take the evaluation's inputs"):
+        evaluate(mnist_model, x, y, threats=["linf:0.1"], surrogate=wrong_input, progress=False)
+    with pytest.raises(ValueError, match="with attacks=, list it yourself"):
+        evaluate(mnist_model, x, y, threats=["linf:0.1"], attacks=["pgd"],
+                 surrogate=mnist_model, progress=False)  # fmt: skip
+
+
+def test_cli_surrogate_checkpoint(tmp_path):
+    result = CliRunner().invoke(
+        cli,
+        ["evaluate", "--checkpoint", str(ZOO / "pgd-linf.pt"), "--surrogate",
+         str(ZOO / "standard.pt"), "--threat", "linf:0.3", "--n", "6", "--preset", "quick",
+         "--no-curves", "--quiet", "--out", str(tmp_path)],
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    import json
+
+    report = json.loads((tmp_path / "report.json").read_text())
+    labels = [a["label"] for a in report["settings"]["attacks"]["linf:0.3"]]
+    assert "transfer-surrogate" in labels
+    missing = tmp_path / "nothing.pt"
+    result = CliRunner().invoke(
+        cli,
+        ["evaluate", "--checkpoint", str(ZOO / "pgd-linf.pt"), "--surrogate", str(missing),
+         "--threat", "linf:0.3", "--n", "2", "--out", str(tmp_path / "b")],
+    )  # fmt: skip
+    assert result.exit_code != 0 and "nothing.pt" in result.output
 
 
 # ---------------------------------------------------------------------------- carry-over

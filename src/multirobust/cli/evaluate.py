@@ -89,6 +89,14 @@ log = logging.getLogger(__name__)
     "white-box gradient is averaged over (EOT) and predictions each verdict takes the majority "
     "of. Default: the preset's (standard 20, quick 10); 1 turns EOT off.",
 )
+@click.option(
+    "--surrogate",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="A checkpoint to transfer attacks from (e.g. the model's undefended twin): PGD on it "
+    "runs on every example still robust after the white-box attacks, judged on the model. "
+    "Default: a surrogate distilled from the model's outputs, only where gradients are masked.",
+)
 @options.db(help="Record the result in this leaderboard database (see `multirobust leaderboard`).")
 @options.data_root()
 @options.quiet()
@@ -117,6 +125,7 @@ def command(
     landscapes: int,
     landscape_points: int,
     eot_samples: int | None,
+    surrogate: str | None,
     db: str | None,
     data_root: str | None,
     quiet: bool,
@@ -133,6 +142,7 @@ def command(
         raise click.ClickException(str(err)) from None
     out_dir = writable_out(out)
     model = load_model(model_source)
+    twin = None if surrogate is None else load_model(surrogate)
     ds = load_examples(data_source, model, split, n, data_root, download=False)
     try:
         dev = _dist.device_for(device)
@@ -140,6 +150,8 @@ def command(
     except ValueError as err:
         raise click.ClickException(str(err)) from None
     model.to(dev)
+    if twin is not None:
+        twin.to(dev)
     try:
         report = evaluate(
             model,
@@ -154,6 +166,7 @@ def command(
             landscapes=landscapes,
             landscape_points=landscape_points,
             eot_samples=eot_samples,
+            surrogate=twin,
             distributed=shard is not None,
         )
         if curves:

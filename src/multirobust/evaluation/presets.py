@@ -142,9 +142,7 @@ class Preset:
         if self.target_classes > 0 and num_classes >= 4:
             specs += [
                 AttackSpec("apgd-t", "apgd-t", {**runs, "target_classes": target}, kinds=dense),
-                AttackSpec(
-                    "apgd-t", "apgd-t", {**runs, "target_classes": l1_target}, kinds=sparse
-                ),
+                AttackSpec("apgd-t", "apgd-t", {**runs, "target_classes": l1_target}, kinds=sparse),
             ]
         elif num_classes >= 3:
             specs.append(AttackSpec("apgd-dlr", "apgd", {"loss": "dlr", **runs}))
@@ -177,10 +175,19 @@ class Preset:
             )
         return specs
 
-    def transfer_spec(self) -> AttackSpec | None:
+    def transfer_spec(self, surrogate: Any = None) -> AttackSpec | None:
         """The fallback for masked gradients (None when ``transfer`` is off): PGD on a surrogate
         distilled from the model's outputs, judged on the model, run by the evaluation after
-        the white-box attacks on the examples whose input gradient is zero or non-finite."""
+        the white-box attacks on the examples whose input gradient is zero or non-finite.
+
+        With a ``surrogate`` model (the user's undefended twin of the model, or any model that
+        imitates it), PGD on that model instead, on *every* example still robust after the
+        white-box attacks (a transfer from a given twin costs one attack on it and can only
+        lower the number), whether or not ``transfer`` is on.
+        """
+        if surrogate is not None:
+            options = {"steps": self.steps, "surrogate": surrogate}
+            return AttackSpec("transfer-surrogate", "transfer", options, white_box=False)
         if not self.transfer:
             return None
         options = {

@@ -149,16 +149,51 @@ def _explicit_ensembles(
     return ensembles
 
 
-def _fingerprint(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> dict[str, str]:
-    """Hashes identifying the model weights and the data, for safe resuming."""
+def _model_sha256(model: nn.Module) -> str:
+    """A hash of the model's weights and buffers (16 hex digits)."""
     h = hashlib.sha256()
     for name, t in sorted(model.state_dict().items()):
         h.update(name.encode())
         h.update(t.detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()[:16]
+
+
+def _fingerprint(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> dict[str, str]:
+    """Hashes identifying the model weights and the data, for safe resuming."""
     d = hashlib.sha256()
     d.update(x.detach().cpu().contiguous().numpy().tobytes())
     d.update(y.detach().cpu().contiguous().numpy().tobytes())
-    return {"model_sha256": h.hexdigest()[:16], "data_sha256": d.hexdigest()[:16]}
+    return {"model_sha256": _model_sha256(model), "data_sha256": d.hexdigest()[:16]}
+
+
+def _json_options(options: Mapping[str, Any]) -> dict[str, Any]:
+    """An attack's options for the settings (JSON): a model among them (a transfer surrogate)
+    is recorded by its class and weights' hash, which resuming then compares."""
+    return {
+        k: f"{type(v).__name__} sha256:{_model_sha256(v)}" if isinstance(v, nn.Module) else v
+        for k, v in options.items()
+    }
+
+
+def _check_surrogate(surrogate: nn.Module, x: torch.Tensor, first: Any) -> None:
+    """A surrogate must take the data as it is and give one logit per class, like the model."""
+    if not isinstance(surrogate, nn.Module):
+        raise ValueError(f"Invalid surrogate: {type(surrogate).__name__} (must be an nn.Module)")
+    with attack_mode(surrogate), torch.no_grad():
+        try:
+            out = surrogate(x[:1])
+        except RuntimeError as err:
+            raise ValueError(
+                f"Invalid surrogate: it cannot take the evaluation's inputs {tuple(x.shape[1:])} "
+                f"on {x.device} ({str(err).splitlines()[0]})"
+            ) from None
+    shape = tuple(first.shape[1:]) if isinstance(first, torch.Tensor) else None
+    if not isinstance(out, torch.Tensor) or tuple(out.shape[1:]) != shape:
+        got = tuple(out.shape[1:]) if isinstance(out, torch.Tensor) else type(out).__name__
+        raise ValueError(
+            f"Invalid surrogate: it outputs {got} per example where the model outputs {shape} "
+            "(it must classify the same classes)"
+        )
 
 
 def _plan(
@@ -175,6 +210,7 @@ def _plan(
     min_norm: Sequence[str],
     out: str | Path | None,
     eot_samples: int | None = None,
+    surrogate: nn.Module | None = None,
 ) -> _Plan:
     """Check every argument, probe the model and fix the ensembles and settings (model in
     attack mode): everything that can fail does so here, before any attack runs."""
@@ -198,11 +234,18 @@ def _plan(
     # Labels are checked against the number of classes before anything uses them as indices.
     if isinstance(first, torch.Tensor) and first.dim() == 2:
         check_labels(labels, int(first.shape[1]))
+    if surrogate is not None:
+        if attacks is not None:
+            raise ValueError(
+                "surrogate= adds a transfer attack to the preset's ensembles; with attacks=, "
+                "list it yourself: AttackSpec('transfer', 'transfer', {'surrogate': model})"
+            )
+        _check_surrogate(surrogate, x, first)
     probe = _checks.probe_model(model, x[:PROBE_SIZE], labels[:PROBE_SIZE])
     attacked: nn.Module = _checks.LogProbabilities(model) if probe.probabilities else model
     if attacks is None:
         ensembles = {}
-        fallback = chosen.transfer_spec()
+        fallback = chosen.transfer_spec(surrogate)
         for t in threat_list:
             specs = chosen.attacks_for(t, probe.num_classes)
             if not probe.gradients_available:
@@ -229,7 +272,7 @@ def _plan(
         "preset": asdict(chosen),
         "attacks": {
             k: [
-                {"label": s.label, "attack": s.attack, "options": s.options}
+                {"label": s.label, "attack": s.attack, "options": _json_options(s.options)}
                 | ({"only_masked_gradients": True} if s.masked_only else {})
                 for s in v
             ]
@@ -782,6 +825,7 @@ def evaluate(
     landscapes: int = 0,
     landscape_points: int = 21,
     eot_samples: int | None = None,
+    surrogate: nn.Module | None = None,
 ) -> EvaluationReport:
     """Evaluate ``model``'s robustness under each threat and their union, with checks.
 
@@ -839,6 +883,11 @@ def evaluate(
             tested before any attack), the calls each white-box gradient is averaged over (EOT)
             and the predictions each verdict takes the majority of; None: the preset's
             ``eot_samples`` (standard 20, quick 10); 1: no EOT. Unused for a deterministic model.
+        surrogate: a model to transfer attacks from, e.g. the model's undefended twin (same
+            inputs and classes): after the white-box attacks, PGD on it (the preset's steps)
+            runs on every example still robust, judged on the model
+            (:meth:`~.presets.Preset.transfer_spec`). It replaces the surrogate otherwise
+            distilled from the model's outputs where gradients are masked. Left unchanged.
 
     Returns:
         An :class:`EvaluationReport`.
@@ -879,6 +928,7 @@ def evaluate(
             min_norm,
             out,
             eot_samples,
+            surrogate,
         )
         timings = {"checks_before": time.perf_counter() - t0}
         store = None if folder is None else ResumeStore(folder, plan.settings)
