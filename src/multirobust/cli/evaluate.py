@@ -179,6 +179,7 @@ def command(
                 seed=seed,
                 progress=not quiet,
                 distributed=shard is not None,
+                eot_samples=eot_samples,
             )
     except (ValueError, TypeError) as err:
         raise click.ClickException(str(err)) from None

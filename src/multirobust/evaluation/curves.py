@@ -14,6 +14,7 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
+from ..attacks.eot import robust_over_calls
 from ..models.state import attack_mode
 from ..threats import lp_ball
 from . import distributed as _dist
@@ -35,6 +36,7 @@ def curve(
     seed: int = 0,
     progress: bool = True,
     distributed: bool = False,
+    eot_samples: int | None = None,
 ) -> Curve:
     """Robust accuracy of ``model`` at each ε of ``eps_list`` for ``threat_type``.
 
@@ -47,6 +49,10 @@ def curve(
         distributed: share each attack's chunks of examples among the ranks of the
             initialised ``torch.distributed`` group (chunk k on rank k mod world size) and
             gather which examples broke; every rank gets the single-process curve.
+        eot_samples: for a randomised model (outputs that change between two identical calls,
+            tested first), the calls each white-box gradient is averaged over and each verdict
+            (clean and adversarial) takes the majority of, as :func:`~.runner.evaluate` does;
+            None: the preset's ``eot_samples``; 1: none. Unused for a deterministic model.
 
     Returns:
         A :class:`Curve` with accuracy[k] the fraction robust at eps[k] (ε = 0: clean accuracy).
@@ -58,6 +64,10 @@ def curve(
     if eps_sorted[0] < 0:
         raise ValueError(f"Invalid eps: {eps_sorted[0]!r} (must be >= 0)")
     chosen = presets.get(preset)
+    if eot_samples is not None and (
+        not isinstance(eot_samples, int) or isinstance(eot_samples, bool) or eot_samples < 1
+    ):
+        raise ValueError(f"Invalid eot_samples: {eot_samples!r} (must be an integer >= 1)")
     shard = _dist.require(distributed)
     x, labels = as_tensors(data, y)
     x, labels = on_model(model, x, labels)
@@ -65,20 +75,33 @@ def curve(
     with attack_mode(model):
         with torch.no_grad():
             first = model(x[:64])
+            randomised = bool((model(x[:64]) != first).any())
         attacked = LogProbabilities(model) if looks_like_probabilities(first) else model
-        with torch.no_grad():
-            robust = torch.cat(
-                [
-                    attacked(x[i : i + batch_size]).argmax(1) == labels[i : i + batch_size]
-                    for i in range(0, x.shape[0], batch_size)
-                ]
-            )
+        # A randomised model: verdicts by the majority of `calls` predictions, EOT gradients.
+        calls = 1
+        if randomised:
+            calls = chosen.eot_samples if eot_samples is None else eot_samples
+
+        def right(inputs: torch.Tensor, truth: torch.Tensor) -> torch.Tensor:
+            if calls > 1:
+                return robust_over_calls(attacked, inputs, truth, calls=calls)
+            with torch.no_grad():
+                return attacked(inputs).argmax(1) == truth
+
+        robust = torch.cat(
+            [
+                right(x[i : i + batch_size], labels[i : i + batch_size])
+                for i in range(0, x.shape[0], batch_size)
+            ]
+        )
         accuracy: list[float] = []
         classes = int(first.shape[1])
         ensembles = [
             chosen.attacks_for(lp_ball(threat_type, eps), classes) if eps > 0 else []
             for eps in eps_sorted
         ]
+        if calls > 1:
+            ensembles = [presets.with_eot(e, calls) for e in ensembles]
         # One step per attack at each ε (an ε = 0 point counts one): the bar moves after
         # every attack and reaches its total when the last ε's last attack is done.
         bar = tqdm(
@@ -109,7 +132,10 @@ def curve(
                             stable_seed(seed, "curve", threat, spec.label, i)
                         )
                         res = attack(attacked, x[sub], labels[sub], generator=gen)
-                        broken += sub[res.success].tolist()
+                        success = res.success
+                        if calls > 1:
+                            success = ~right(res.x_adv, labels[sub])
+                        broken += sub[success].tolist()
                     for part in _dist.all_gather(broken, shard):
                         robust[torch.tensor(part, dtype=torch.long, device=robust.device)] = False
                     bar.update(1)
@@ -123,4 +149,5 @@ def curve(
         preset=chosen.name,
         seconds=time.perf_counter() - start,
         n=int(x.shape[0]),
+        eot_samples=calls,
     )

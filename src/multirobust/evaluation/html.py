@@ -38,7 +38,10 @@ def _curves(report: EvaluationReport) -> str:
         ax.set_xlabel("ε")
         ax.set_ylabel("robust accuracy (%)")
         ax.set_ylim(-2, 102)
-        ax.set_title(f"{c.threat_type} ({c.preset} preset{f', {c.n} examples' if c.n else ''})")
+        eot = f", EOT {c.eot_samples}" if c.eot_samples > 1 else ""
+        ax.set_title(
+            f"{c.threat_type} ({c.preset} preset{f', {c.n} examples' if c.n else ''}{eot})"
+        )
         ax.grid(alpha=0.3)
     rows = [
         (

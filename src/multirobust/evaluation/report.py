@@ -147,6 +147,9 @@ class Curve:
     preset: str = "quick"
     seconds: float = 0.0
     n: int = 0  # examples behind the curve (0: not recorded)
+    #: Calls each verdict took the majority of (and each gradient averaged over): > 1 for a
+    #: randomised model (EOT, as in the evaluation), 1 otherwise.
+    eot_samples: int = 1
 
 
 @dataclass

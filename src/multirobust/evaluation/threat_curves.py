@@ -44,9 +44,12 @@ def threat_curves(
     seed: int = 0,
     progress: bool = True,
     distributed: bool = False,
+    eot_samples: int | None = None,
 ) -> list[Curve]:
     """One quick-preset :func:`~multirobust.evaluation.curves.curve` per ℓp kind of
-    ``threats``, over :func:`curve_radii`, in the order linf/l2/l1 sort to (alphabetical)."""
+    ``threats``, over :func:`curve_radii`, in the order linf/l2/l1 sort to (alphabetical);
+    ``eot_samples`` as in :func:`~multirobust.evaluation.curves.curve` (EOT on a randomised
+    model)."""
     return [
         curve(
             model,
@@ -59,6 +62,7 @@ def threat_curves(
             seed=seed,
             progress=progress,
             distributed=distributed,
+            eot_samples=eot_samples,
         )
         for kind, eps in curve_radii(threats).items()
     ]
