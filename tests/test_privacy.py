@@ -188,6 +188,13 @@ def test_a_tiny_run_writes_its_report_and_resumes_without_retraining(tmp_path):
     assert len(rep["cost"]["shadow_train_seconds"]) == 4
     saved = json.loads((out / "report.json").read_text())
     assert saved["evidence"]["html"].endswith("report.html")
+    # The target's accuracy on its members and on the others, from its logits on the pool.
+    logits, keep = run.target_logits(), run.target_members()
+    right = (logits.argmax(1) == run.pool.labels).float()
+    acc = saved["target_accuracy"]
+    assert acc["members"] == pytest.approx(float(right[keep].mean()))
+    assert acc["non_members"] == pytest.approx(float(right[~keep].mean()))
+    assert 'id="target-accuracy"' in (out / "report.html").read_text()
     assert "<img" in (out / "report.html").read_text()
     seen = rendered(out / "report.html", tmp_path)
     if seen is not None:  # the ROC figure decoded, the table laid out

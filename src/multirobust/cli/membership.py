@@ -130,6 +130,11 @@ def _config(flags: dict[str, Any], quiet: bool) -> MembershipConfig:
 def _print(rep: dict[str, Any]) -> None:
     res = rep["result"]
     click.echo(f"{rep['pool']} examples, {rep['target_members']} members; {res['shadows']} shadows")
+    acc = rep["target_accuracy"]
+    click.echo(
+        f"target accuracy: {acc['members']:.2%} on its members, {acc['non_members']:.2%} on the "
+        "other pool examples"
+    )
     for name, a in res["attacks"].items():
         points = ", ".join(
             f"TPR {p['tpr']:.3%} at {p['fpr']:.2%} FPR (reached {p['achieved_fpr']:.3%})"

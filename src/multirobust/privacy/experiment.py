@@ -456,6 +456,7 @@ class MembershipRun:
         path = self.out / "attack.json"
         attack = json.loads(path.read_text()) if path.is_file() else self.attack().to_dict()
         members = self.target_members()
+        right = (self.target_logits().argmax(1) == self.pool.labels).float()
         rep = {
             "kind": "membership",
             "dataset": self.config.dataset,
@@ -463,6 +464,11 @@ class MembershipRun:
             "members": self.config.members,
             "pool": len(self.pool),
             "target_members": int(members.sum()),
+            # What membership inference feeds on: the target's accuracy gap on the pool.
+            "target_accuracy": {
+                "members": float(right[members].mean()),
+                "non_members": float(right[~members].mean()),
+            },
             "result": attack,
             "cost": self.cost(),
             "config": self.config.to_dict(),

@@ -39,6 +39,19 @@ def roc_figure(attacks: dict[str, Any], title: str = "") -> bytes:
     return pages.figure_png(fig)
 
 
+def _accuracy_text(rep: dict[str, Any]) -> str:
+    """The target's accuracy on its members and on the rest of the pool (reports written
+    before it was recorded have none)."""
+    acc = rep.get("target_accuracy")
+    if acc is None:
+        return ""
+    return (
+        f'<p id="target-accuracy">The target classifies {acc["members"]:.2%} of its members and '
+        f"{acc['non_members']:.2%} of the other pool examples correctly: a gap of "
+        f"{100 * (acc['members'] - acc['non_members']):.1f} points, what the attacks feed on.</p>"
+    )
+
+
 def render_html(rep: dict[str, Any]) -> str:
     """The report page of a membership run."""
     res = rep["result"]
@@ -73,6 +86,7 @@ def render_html(rep: dict[str, Any]) -> str:
         "random half; LiRA with "
         + ("fixed (global) variances" if res["fixed_variance"] else "per-example variances")
         + " on logit-scaled confidences φ = log(p/(1−p)).</p>",
+        _accuracy_text(rep),
         pages.img(roc_figure(attacks, title), "ROC curves, log-log"),
         "<h2>True-positive rate at low false-positive rates</h2>",
         "<p>TPR with thresholds chosen on the shadow models only (each shadow in turn plays the "
