@@ -342,3 +342,46 @@ def test_adversarial_shadows_get_the_training_warm_up_and_standard_ones_none(tmp
         tmp_path / "s", 0
     )
     assert explicit.resolved_eps_warmup == 5
+
+
+def test_shadow_workers_end_when_their_parent_is_killed(tmp_path):
+    # SIGKILL (or an unhandled SIGTERM) of `membership run` must not leave spawned workers
+    # training into the run folder. The parent here: a pool like train_shadows's, one worker
+    # asleep for a minute; the worker must be gone within 15 s of the parent's death (it
+    # checks every second).
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    script = tmp_path / "parent.py"
+    script.write_text(
+        "import os, time\n"
+        "from concurrent.futures import ProcessPoolExecutor\n"
+        "from multiprocessing import get_context\n"
+        "from multirobust.privacy.shadows import _exit_with\n"
+        "if __name__ == '__main__':\n"
+        "    with ProcessPoolExecutor(1, mp_context=get_context('spawn'), initializer=_exit_with,\n"
+        "                             initargs=(os.getpid(),)) as pool:\n"
+        "        print(pool.submit(os.getpid).result(), flush=True)\n"
+        "        pool.submit(time.sleep, 60).result()\n"
+    )
+    parent = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, text=True)
+    try:
+        worker = int(parent.stdout.readline())
+        os.kill(parent.pid, signal.SIGKILL)
+        parent.wait(timeout=10)
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline:
+            try:
+                os.kill(worker, 0)
+            except ProcessLookupError:
+                break
+            time.sleep(0.2)
+        else:
+            os.kill(worker, signal.SIGKILL)
+            raise AssertionError("the worker outlived its parent by 15 s")
+    finally:
+        if parent.poll() is None:
+            parent.kill()

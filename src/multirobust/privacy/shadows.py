@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
+import time
 from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from dataclasses import dataclass
@@ -120,6 +122,23 @@ def _subset(ds: data.ImageDataset, idx: torch.Tensor) -> data.ImageDataset:
     )
 
 
+def _exit_with(parent: int, every: float = 1.0) -> None:
+    """Worker initializer: end this process soon after ``parent`` is gone.
+
+    A parent killed by a signal it cannot handle (SIGTERM, SIGKILL) leaves spawned workers
+    running, training into a folder that may be removed or reused meanwhile. Every write of a
+    shadow is atomic, so stopping a worker at any point loses at most the epoch under way.
+    """
+
+    def watch() -> None:
+        while True:
+            if os.getppid() != parent:
+                os._exit(1)
+            time.sleep(every)
+
+    threading.Thread(target=watch, name="exit-with-parent", daemon=True).start()
+
+
 def train_one(job: ShadowJob, threads: int | None = 1) -> str:
     """Train one model of the plan (resuming if asked), then save its logits on the pool.
 
@@ -200,7 +219,12 @@ def train_shadows(
                     on_done(job.folder)
             return
         error: BaseException | None = None
-        with ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn")) as pool:
+        with ProcessPoolExecutor(
+            max_workers=workers,
+            mp_context=get_context("spawn"),
+            initializer=_exit_with,
+            initargs=(os.getpid(),),
+        ) as pool:
             pending: set[Future[str]] = {pool.submit(train_one, job, 1) for job in todo}
             while pending:
                 done, pending = wait(pending, return_when=FIRST_COMPLETED)
