@@ -200,3 +200,31 @@ def test_pass_estimates_learn_from_the_previous_batch():
     assert sum(moves) == 9  # floor(0.95 × 10)
     bar.finish()
     assert sum(moves) == 10 and all(isinstance(m, int) for m in moves)
+
+
+def test_shadow_training_bar_counts_epochs_from_the_workers_logs(tmp_path, monkeypatch):
+    # Issue 12 item 6 for `membership`: the bar moved once per finished shadow model (minutes
+    # each at the zoo's recipe); it now counts every epoch of every model, read from the
+    # models' logs, which the worker processes write once per epoch.
+    import json
+
+    from multirobust.privacy import MembershipConfig, MembershipRun
+    from multirobust.privacy.shadows import LOGITS, ShadowJob, epochs_done
+
+    job = ShadowJob(folder=str(tmp_path / "m"), dataset="mnist", split="train", pool=[0],
+                    train_positions=[0], train={"epochs": 5}, held_out_n=1)  # fmt: skip
+    assert epochs_done(job) == 0
+    (tmp_path / "m").mkdir()
+    rows = [json.dumps({"epoch": e, "train_loss": 1.0}) for e in (1, 2, 3)]
+    (tmp_path / "m" / "log.jsonl").write_text("\n".join(rows) + '\n{"epoch": 4, "tr')
+    assert epochs_done(job) == 3  # the half-written line is skipped
+    (tmp_path / "m" / LOGITS).write_bytes(b"")
+    assert epochs_done(job) == 5
+
+    bars = _recorded(monkeypatch, "multirobust.privacy.shadows")
+    config = MembershipConfig(pool=48, shadows=4, train={"epochs": 2, "batch_size": 32,
+                              "eval_n": 16}, workers=1, progress=True)  # fmt: skip
+    MembershipRun.start(tmp_path / "run", config).train_shadows()
+    (bar,) = bars
+    assert bar.total == 5 * 2  # 4 shadows and the target, 2 epochs each
+    assert bar.n == bar.total and bar.titles[-1].startswith("shadow models (5/5 done)")

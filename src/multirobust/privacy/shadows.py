@@ -11,6 +11,7 @@ per available core, one thread each); each shadow is an ordinary resumable fit r
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import threading
@@ -183,6 +184,72 @@ def load_logits(folder: str | Path) -> torch.Tensor:
     return load_file(str(path))["logits"]
 
 
+def _epochs_of(job: ShadowJob) -> int:
+    """The epochs a job trains for (its setting, else the training default)."""
+    epochs = job.train.get("epochs")
+    return int(epochs) if isinstance(epochs, int) and epochs > 0 else TrainConfig().epochs
+
+
+def epochs_done(job: ShadowJob) -> int:
+    """Finished epochs of a job, read from its log (all of them once its logits are saved)."""
+    folder = Path(job.folder)
+    total = _epochs_of(job)
+    if (folder / LOGITS).is_file():
+        return total
+    try:
+        lines = (folder / "log.jsonl").read_text().splitlines()
+    except OSError:
+        return 0
+    for line in reversed(lines):
+        try:
+            return min(int(json.loads(line)["epoch"]), total)
+        except (ValueError, KeyError, TypeError):
+            continue  # a line being written, or not an epoch record
+    return 0
+
+
+class _EpochBar:
+    """A bar over every epoch of every job, moved by a thread that reads the jobs' logs every
+    ``every`` seconds: the workers are other processes, and each writes one log line per
+    epoch, so the bar moves with the training itself (not once per finished model)."""
+
+    def __init__(self, jobs: list[ShadowJob], progress: bool, every: float = 2.0) -> None:
+        self.jobs = jobs
+        self.bar = tqdm(
+            total=sum(_epochs_of(j) for j in jobs),
+            desc=f"shadow models (0/{len(jobs)} done), epochs",
+            unit="epoch",
+            disable=not progress,
+        )
+        self._stop = threading.Event()
+        self._every = every
+        self.poll()
+        self._thread = threading.Thread(target=self._run, name="shadow-progress", daemon=True)
+        self._thread.start()
+
+    def poll(self) -> None:
+        """Read the logs and redraw."""
+        done = [epochs_done(j) for j in self.jobs]
+        finished = sum(d == _epochs_of(j) for d, j in zip(done, self.jobs, strict=True))
+        with self.bar.get_lock():
+            self.bar.set_description(
+                f"shadow models ({finished}/{len(self.jobs)} done), epochs", refresh=False
+            )
+            self.bar.n = sum(done)
+            self.bar.refresh()
+
+    def _run(self) -> None:
+        while not self._stop.wait(self._every):
+            self.poll()
+
+    def close(self) -> None:
+        """Stop reading, draw the last state, close the bar."""
+        self._stop.set()
+        self._thread.join()
+        self.poll()
+        self.bar.close()
+
+
 def train_shadows(
     jobs: list[ShadowJob],
     *,
@@ -203,18 +270,11 @@ def train_shadows(
     if isinstance(workers, bool) or not isinstance(workers, int) or not 1 <= workers <= cores:
         raise ValueError(f"Invalid workers: {workers!r} (must be in 1..{cores}, the cores here)")
     todo = [j for j in jobs if not (Path(j.folder) / LOGITS).is_file()]
-    bar = tqdm(
-        total=len(jobs),
-        initial=len(jobs) - len(todo),
-        desc="shadow models",
-        unit="model",
-        disable=not progress,
-    )
+    bar = _EpochBar(jobs, progress)
     try:
         if workers == 1:
             for job in todo:
                 train_one(job, threads=None)
-                bar.update(1)
                 if on_done is not None:
                     on_done(job.folder)
             return
@@ -234,7 +294,6 @@ def train_shadows(
                         error = error or exc
                         log.error("a shadow model failed: %s", exc)
                         continue
-                    bar.update(1)
                     if on_done is not None:
                         on_done(fut.result())
         if error is not None:
