@@ -115,10 +115,11 @@ def test_attacks_run_cheapest_first_only_on_robust_examples(report):
     lin = report.threats["linf:0.1"]
     # The transfer fallback sits after the white-box attacks (it only runs on examples whose
     # gradient is masked, none here).
-    assert lin.attacks == ["apgd-ce", "apgd-t", "fab-t", "transfer", "square"]
+    # The black box's second run comes last (only where its first run broke something).
+    assert lin.attacks == ["apgd-ce", "apgd-t", "fab-t", "transfer", "square", "square-2"]
     counts = lin.broken_counts()
     # nearly everything falls to the first attack; the later ones only see the rest
-    assert counts["apgd-ce"] >= counts["apgd-t"] + counts["square"]
+    assert counts["apgd-ce"] >= counts["apgd-t"] + counts["square"] + counts["square-2"]
 
 
 @pytest.mark.parametrize(
@@ -126,10 +127,14 @@ def test_attacks_run_cheapest_first_only_on_robust_examples(report):
 )
 def test_every_lp_ensemble_ends_with_a_black_box_attack(threat, black_box):
     specs = get("standard").attacks_for(parse(threat), num_classes=10)
-    # AutoAttack's standard suite (APGD-CE, APGD-T, FAB-T), then the black box.
-    assert [s.label for s in specs] == ["apgd-ce", "apgd-t", "fab-t", black_box]
-    assert [s.white_box for s in specs] == [True, True, True, False]
-    assert specs[-1].options == {"steps": 5000, "restarts": 1}
+    # AutoAttack's standard suite (APGD-CE, APGD-T, FAB-T), then the black box, and the black
+    # box again (another seed) where its first run broke something.
+    labels = ["apgd-ce", "apgd-t", "fab-t", black_box, f"{black_box}-2"]
+    assert [s.label for s in specs] == labels
+    assert [s.white_box for s in specs] == [True, True, True, False, False]
+    assert specs[-2].options == specs[-1].options == {"steps": 5000, "restarts": 1}
+    assert specs[-1].follows == black_box and specs[-2].follows is None
+    assert [s.label for s in get("quick").attacks_for(parse(threat), 10)][-1] == black_box
     # AutoAttack's ℓ1 version: APGD-CE with 5 restarts, APGD-T over the top 5 classes.
     l1 = threat.startswith("l1")
     assert specs[0].options["restarts"] == (5 if l1 else 1)
@@ -397,3 +402,31 @@ def test_cli_writes_json_and_html_and_resumes(mnist_checkpoint, tmp_path):
     assert EvaluationReport.from_json(out / "report.json").robust_accuracy == rep.robust_accuracy
     bad = CliRunner().invoke(main, args[:5] + ["--threat", "l3:1", "--out", str(out)])
     assert bad.exit_code != 0 and "Unknown threat type" in bad.output
+
+
+def test_a_following_attack_runs_only_where_the_one_it_follows_broke_something():
+    # The black box's second run (`follows`): on a batch where the first run broke nothing it
+    # costs nothing; where it broke something it runs on what is left, with its own seed.
+    from multirobust.evaluation.presets import AttackSpec
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(16, 3))
+    x = torch.rand(12, 1, 4, 4)
+    y = model(x).argmax(1)  # every example correct
+    first = AttackSpec("first", "square", {"steps": 1}, white_box=False)
+    again = AttackSpec("again", "square", {"steps": 40}, white_box=False, follows="first")
+    tiny = evaluate(model, x, y, threats=["linf:0.001"], attacks=[first, again],
+                    progress=False, run_checks=False)  # fmt: skip
+    alone = evaluate(model, x, y, threats=["linf:0.001"], attacks=[first], progress=False,
+                     run_checks=False)  # fmt: skip
+    out = tiny.threats["linf:0.001"]
+    assert out.broken_counts().get("first", 0) == 0
+    assert out.queries == alone.threats["linf:0.001"].queries  # the second never ran
+    assert tiny.settings["attacks"]["linf:0.001"][1]["only_after"] == "first"
+    large = evaluate(model, x, y, threats=["linf:0.5"], attacks=[first, again],
+                     progress=False, run_checks=False)  # fmt: skip
+    counts = large.threats["linf:0.5"].broken_counts()
+    assert 0 < counts.get("first", 0) < 12  # measured: 9, and the second run breaks 3 more
+    alone = evaluate(model, x, y, threats=["linf:0.5"], attacks=[first], progress=False,
+                     run_checks=False)  # fmt: skip
+    assert large.threats["linf:0.5"].queries > alone.threats["linf:0.5"].queries

@@ -34,6 +34,10 @@ class AttackSpec:
     #: Run only on the examples whose input gradient is zero or non-finite (the transfer
     #: fallback for masked gradients), not on every example still robust.
     masked_only: bool = False
+    #: Run only on batches where the attack with this label broke at least one example (the
+    #: black-box search's second run: where random search finds what gradients missed, one
+    #: run of it is not enough; AutoAttack's own advice when Square lowers its number).
+    follows: str | None = None
     #: Registry names of the threat kinds this spec is for (``("linf", "l2")``; None: every
     #: kind its attack supports), for options that differ between kinds (AutoAttack's ℓ1
     #: version restarts APGD more often).
@@ -62,6 +66,11 @@ class Preset:
         queries: query budget of the black-box attack (Square, or sparse-rs for ℓ1; 0 disables
             it).
         square_restarts: restarts of the black-box attack.
+        black_box_again: run the black-box attack (Square, sparse-rs) a second time, with
+            another seed, on the examples still robust, in every batch where its first run
+            broke an example that the white-box attacks missed (labelled ``square-2``,
+            ``sparse-rs-2``). Random search that finds what gradients miss is not converged
+            after one run; AutoAttack warns in that case and advises more runs.
         rotations, translations: grid of the spatial search.
         affine_lambdas, affine_steps: λ grid and APGD steps of the affine attack.
         fab: FAB-T after APGD-T (AutoAttack's standard suite); off by default so that custom
@@ -91,6 +100,7 @@ class Preset:
     target_classes: int = 9
     queries: int = 5000
     square_restarts: int = 1
+    black_box_again: bool = False
     rotations: int = 31
     translations: int = 5
     affine_lambdas: int = 5
@@ -155,10 +165,11 @@ class Preset:
         # The black-box member: Square for ℓ∞ and ℓ2, sparse random search for ℓ1.
         if self.queries > 0:
             budget = {"steps": self.queries, "restarts": self.square_restarts}
-            specs += [
-                AttackSpec("square", "square", budget, white_box=False),
-                AttackSpec("sparse-rs", "sparse-rs", budget, white_box=False),
-            ]
+            for label in ("square", "sparse-rs"):
+                specs.append(AttackSpec(label, label, budget, white_box=False))
+                if self.black_box_again:
+                    again = AttackSpec(f"{label}-2", label, budget, white_box=False, follows=label)
+                    specs.append(again)
         grid = {"rotations": self.rotations, "translations": self.translations}
         specs.append(AttackSpec("spatial-grid", "spatial-grid", grid, white_box=False))
         affine = {"lambdas": self.affine_lambdas, "steps": self.affine_steps}
@@ -266,7 +277,9 @@ PRESETS: dict[str, Preset] = {
         eot_samples=10,
         transfer_distill_steps=100,
     ),
-    "standard": Preset("standard", fab=True, l1_restarts=5, l1_target_classes=5),
+    "standard": Preset(
+        "standard", fab=True, l1_restarts=5, l1_target_classes=5, black_box_again=True
+    ),
     "thorough": Preset(
         "thorough",
         fab=True,
@@ -276,6 +289,7 @@ PRESETS: dict[str, Preset] = {
         restarts=3,
         queries=10000,
         square_restarts=2,
+        black_box_again=True,
         rotations=61,
         translations=7,
         affine_lambdas=9,

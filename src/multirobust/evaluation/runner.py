@@ -274,6 +274,7 @@ def _plan(
             k: [
                 {"label": s.label, "attack": s.attack, "options": _json_options(s.options)}
                 | ({"only_masked_gradients": True} if s.masked_only else {})
+                | ({"only_after": s.follows} if s.follows else {})
                 for s in v
             ]
             for k, v in ensembles.items()
@@ -379,6 +380,9 @@ def _attack_batch(
         if rows.numel() == 0:
             tick(n * (len(specs) - done))  # every example broken: the rest have nothing to do
             break
+        if spec.follows is not None and not any(b == spec.follows for b in out.broken_by):
+            tick(n)  # the attack it follows broke nothing in this batch
+            continue
         if spec.masked_only:
             rows = rows[_checks.masked_gradients(model, x[rows], y[rows])]
             if rows.numel() == 0:
