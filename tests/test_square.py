@@ -78,3 +78,13 @@ def test_more_queries_never_help_the_model(mnist_model, mnist_test):
     one = attacks.create("square", threat="linf:0.1", steps=100)(mnist_model, x, y)
     two = attacks.create("square", threat="linf:0.1", steps=100, restarts=2)(mnist_model, x, y)
     assert not (two.robust & ~one.robust).any()
+
+
+def test_the_schedule_counted_as_autoattacks_standard_version_counts_it():
+    # AutoAttack's standard version runs 5,000 queries with resc_schedule=False: p is halved
+    # after iterations 10, 50, 200, ... as they are, not stretched to a 10,000-query budget.
+    assert p_schedule(0.8, 300, 5000, rescale=False) == pytest.approx(0.8 / 8)  # 10, 50, 200
+    assert p_schedule(0.8, 300, 5000) == pytest.approx(0.8 / 16)  # as iteration 600 of 10,000
+    assert p_schedule(0.8, 4999, 5000, rescale=False) == pytest.approx(0.8 / 128)
+    with pytest.raises(ValueError, match="Invalid rescale_schedule"):
+        attacks.create("square", threat="l2:1", rescale_schedule="no")

@@ -29,9 +29,12 @@ from .registry import register
 _SCHEDULE = (10, 50, 200, 500, 1000, 2000, 4000, 6000, 8000)
 
 
-def p_schedule(p_init: float, step: int, steps: int) -> float:
-    """Fraction of pixels the square covers at iteration ``step`` of ``steps``."""
-    k = int(step / steps * 10000)
+def p_schedule(p_init: float, step: int, steps: int, rescale: bool = True) -> float:
+    """Fraction of pixels the square covers at iteration ``step`` of ``steps``: halved after
+    the iterations of :data:`_SCHEDULE`, counted out of 10,000 (``rescale``: the schedule is
+    stretched to the budget) or as they are (AutoAttack's standard version runs its 5,000
+    queries this way, ``resc_schedule=False``, so squares stay larger for longer)."""
+    k = int(step / steps * 10000) if rescale else step
     halvings = sum(1 for t in _SCHEDULE if k > t)
     return p_init / (2**halvings)
 
@@ -151,6 +154,9 @@ class Square(RandomSearch):
         p_init: initial fraction of pixels changed per iteration (0.8 in AutoAttack).
         restarts: independent runs for the examples not yet broken.
         loss: loss to maximise; None is the margin loss (a callable or a registered name).
+        rescale_schedule: stretch p's halving points (iterations 10, 50, ... out of 10,000) to
+            ``steps``; False counts them in iterations as they are, as AutoAttack's standard
+            version does with its 5,000 queries.
 
     Shape:
         images (N, C, H, W) only.
@@ -162,6 +168,14 @@ class Square(RandomSearch):
     p_init: float = 0.8
     restarts: int = 1
     loss: Any = None
+    rescale_schedule: bool = True
+
+    def _validate(self) -> None:
+        super()._validate()
+        if not isinstance(self.rescale_schedule, bool):
+            raise ValueError(
+                f"Invalid rescale_schedule: {self.rescale_schedule!r} (must be True or False)"
+            )
 
     def _run(self, ctx: Context) -> tuple[torch.Tensor, ThreatParams | None]:
         if ctx.x.dim() != 4:
@@ -195,7 +209,7 @@ class Square(RandomSearch):
         for step in range(self.steps):
             if live.numel() == 0:
                 break
-            p = p_schedule(self.p_init, step, self.steps)
+            p = p_schedule(self.p_init, step, self.steps, self.rescale_schedule)
             x0 = c_live.x
             if linf:
                 side = min(max(int(round(math.sqrt(p * h * w))), 1), h, w)
@@ -228,7 +242,9 @@ class Square(RandomSearch):
 
     @staticmethod
     def _l2_init(x: torch.Tensor, g: torch.Generator) -> torch.Tensor:
-        """A 5 × 5 grid of bumps with random signs per example and channel (unnormalised)."""
+        """A 5 × 5 grid of bumps, each split in a positive and a negative half along a random
+        axis, with random signs per example and channel (unnormalised), as in the reference
+        implementation (its ``eta`` transposes at random at every cell)."""
         n, c, h, w = x.shape
         side = max(h // 5, 1)
         delta = torch.zeros_like(x)
@@ -239,8 +255,10 @@ class Square(RandomSearch):
                 r, q = top + i * side, left + j * side
                 if r < 0 or q < 0 or r + side > h or q + side > w:
                     continue
+                flip = torch.rand(n, 1, 1, 1, generator=g, device=x.device) < 0.5
+                cell = torch.where(flip, pattern.t(), pattern)
                 sign = _signs((n, c, 1, 1), x, g)
-                delta[:, :, r : r + side, q : q + side] += sign * pattern
+                delta[:, :, r : r + side, q : q + side] += sign * cell
         return delta
 
     @staticmethod

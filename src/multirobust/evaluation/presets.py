@@ -66,6 +66,9 @@ class Preset:
         queries: query budget of the black-box attack (Square, or sparse-rs for ℓ1; 0 disables
             it).
         square_restarts: restarts of the black-box attack.
+        square_rescale: stretch Square's p schedule to its query budget (its default); False
+            counts the schedule's iterations as they are, as AutoAttack's standard version
+            does with 5,000 queries (the standard preset).
         black_box_again: run the black-box attack (Square, sparse-rs) a second time, with
             another seed, on the examples still robust, in every batch where its first run
             broke an example that the white-box attacks missed (labelled ``square-2``,
@@ -100,6 +103,7 @@ class Preset:
     target_classes: int = 9
     queries: int = 5000
     square_restarts: int = 1
+    square_rescale: bool = True
     black_box_again: bool = False
     rotations: int = 31
     translations: int = 5
@@ -166,9 +170,12 @@ class Preset:
         if self.queries > 0:
             budget = {"steps": self.queries, "restarts": self.square_restarts}
             for label in ("square", "sparse-rs"):
-                specs.append(AttackSpec(label, label, budget, white_box=False))
+                options = dict(budget)
+                if label == "square" and not self.square_rescale:
+                    options["rescale_schedule"] = False
+                specs.append(AttackSpec(label, label, options, white_box=False))
                 if self.black_box_again:
-                    again = AttackSpec(f"{label}-2", label, budget, white_box=False, follows=label)
+                    again = AttackSpec(f"{label}-2", label, options, white_box=False, follows=label)
                     specs.append(again)
         grid = {"rotations": self.rotations, "translations": self.translations}
         specs.append(AttackSpec("spatial-grid", "spatial-grid", grid, white_box=False))
@@ -278,7 +285,12 @@ PRESETS: dict[str, Preset] = {
         transfer_distill_steps=100,
     ),
     "standard": Preset(
-        "standard", fab=True, l1_restarts=5, l1_target_classes=5, black_box_again=True
+        "standard",
+        fab=True,
+        l1_restarts=5,
+        l1_target_classes=5,
+        black_box_again=True,
+        square_rescale=False,
     ),
     "thorough": Preset(
         "thorough",
