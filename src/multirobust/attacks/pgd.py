@@ -134,7 +134,13 @@ def pgd_perturb(
             best[rows], found[rows] = cand, hit
             break
         with torch.no_grad():
-            cand_loss = loss_fn(model(cand), ys, ts)
+            cand_logits = model(cand)
+            cand_loss = loss_fn(cand_logits, ys, ts)
+            if sub_goal is not None:
+                # The run's last step is never tested inside it: a final iterate that meets the
+                # goal is a success too, or a later restart with a higher loss that does not
+                # meet it would replace it (what one restart alone would have reported broken).
+                hit = hit | sub_goal(cand_logits, torch.arange(len(rows), device=x.device))
         better = hit | (cand_loss > best_loss[rows])
         best[rows[better]] = cand[better]
         best_loss[rows[better]] = cand_loss[better]
