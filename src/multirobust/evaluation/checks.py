@@ -68,6 +68,17 @@ def looks_like_probabilities(logits: torch.Tensor) -> bool:
     return bool((logits >= 0).all()) and bool(((logits.sum(1) - 1).abs() < 1e-3).all())
 
 
+def two_calls(model: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, bool]:
+    """The model's outputs for two identical calls on ``x`` (no gradients) and whether they
+    differ anywhere: the ``randomised-model`` test, shared by the evaluation and the curves."""
+    with torch.no_grad():
+        first = model(x)
+        second = model(x)
+    if not isinstance(first, torch.Tensor) or not isinstance(second, torch.Tensor):
+        return first, second, False
+    return first, second, bool((first != second).any())
+
+
 def probe_model(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> Probe:
     """Run the pre-attack checks on a small batch ``x`` (N, ...) with labels ``y``.
 
@@ -79,9 +90,7 @@ def probe_model(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> Probe:
         :class:`LogProbabilities` (model) instead of the model.
     """
     checks: list[Check] = []
-    with torch.no_grad():
-        first = model(x)
-        second = model(x)
+    first, second, randomised = two_calls(model, x)
     if not isinstance(first, torch.Tensor) or first.dim() != 2 or first.shape[0] != x.shape[0]:
         shape = tuple(first.shape) if isinstance(first, torch.Tensor) else type(first).__name__
         raise ValueError(f"The model must return (N, C) logits, got {shape}")
@@ -89,7 +98,6 @@ def probe_model(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> Probe:
         raise ValueError("The model returned NaN or infinite outputs on clean inputs")
     num_classes = first.shape[1]
     diff = float((first - second).abs().max())
-    randomised = diff > 0
     if randomised:
         agree = float((first.argmax(1) == second.argmax(1)).float().mean())
         checks.append(

@@ -19,8 +19,8 @@ from ..models.state import attack_mode
 from ..threats import lp_ball
 from . import distributed as _dist
 from . import presets
-from .checks import LogProbabilities, looks_like_probabilities
-from .inputs import DataArg, as_tensors, on_model, stable_seed
+from .checks import LogProbabilities, looks_like_probabilities, two_calls
+from .inputs import DataArg, as_tensors, check_eot_samples, on_model, stable_seed
 from .report import Curve
 
 
@@ -64,18 +64,13 @@ def curve(
     if eps_sorted[0] < 0:
         raise ValueError(f"Invalid eps: {eps_sorted[0]!r} (must be >= 0)")
     chosen = presets.get(preset)
-    if eot_samples is not None and (
-        not isinstance(eot_samples, int) or isinstance(eot_samples, bool) or eot_samples < 1
-    ):
-        raise ValueError(f"Invalid eot_samples: {eot_samples!r} (must be an integer >= 1)")
+    check_eot_samples(eot_samples)
     shard = _dist.require(distributed)
     x, labels = as_tensors(data, y)
     x, labels = on_model(model, x, labels)
     start = time.perf_counter()
     with attack_mode(model):
-        with torch.no_grad():
-            first = model(x[:64])
-            randomised = bool((model(x[:64]) != first).any())
+        first, _, randomised = two_calls(model, x[:64])
         attacked = LogProbabilities(model) if looks_like_probabilities(first) else model
         # A randomised model: verdicts by the majority of `calls` predictions, EOT gradients.
         calls = 1

@@ -43,7 +43,7 @@ from ..threats import Threat, parse
 from . import checks as _checks
 from . import distributed as _dist
 from . import presets
-from .inputs import DataArg, as_tensors, on_model, stable_seed
+from .inputs import DataArg, as_tensors, check_eot_samples, on_model, stable_seed
 from .landscapes import LandscapePass, apply_landscape_pass, landscape_pass
 from .passes import PassCounter
 from .progress import PassEstimates, WithinAttack
@@ -166,13 +166,20 @@ def _fingerprint(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> dict[str
     return {"model_sha256": _model_sha256(model), "data_sha256": d.hexdigest()[:16]}
 
 
-def _json_options(options: Mapping[str, Any]) -> dict[str, Any]:
+def _json_options(options: Mapping[str, Any], hashes: dict[int, str]) -> dict[str, Any]:
     """An attack's options for the settings (JSON): a model among them (a transfer surrogate)
-    is recorded by its class and weights' hash, which resuming then compares."""
-    return {
-        k: f"{type(v).__name__} sha256:{_model_sha256(v)}" if isinstance(v, nn.Module) else v
-        for k, v in options.items()
-    }
+    is recorded by its class and weights' hash, which resuming then compares. ``hashes``
+    holds the hashes already computed (by ``id``), so a surrogate in every threat's ensemble
+    is hashed once."""
+
+    def text(v: Any) -> Any:
+        if not isinstance(v, nn.Module):
+            return v
+        if id(v) not in hashes:
+            hashes[id(v)] = f"{type(v).__name__} sha256:{_model_sha256(v)}"
+        return hashes[id(v)]
+
+    return {k: text(v) for k, v in options.items()}
 
 
 def _check_surrogate(surrogate: nn.Module, x: torch.Tensor, first: Any) -> None:
@@ -267,12 +274,13 @@ def _plan(
         probe.checks = [
             _checks.eot_check(c, calls) if c.name == "randomised-model" else c for c in probe.checks
         ]
+    hashes: dict[int, str] = {}
     settings: dict[str, Any] = {
         "threats": [str(t) for t in threat_list],
         "preset": asdict(chosen),
         "attacks": {
             k: [
-                {"label": s.label, "attack": s.attack, "options": _json_options(s.options)}
+                {"label": s.label, "attack": s.attack, "options": _json_options(s.options, hashes)}
                 | ({"only_masked_gradients": True} if s.masked_only else {})
                 | ({"only_after": s.follows} if s.follows else {})
                 for s in v
@@ -897,10 +905,7 @@ def evaluate(
         An :class:`EvaluationReport`.
     """
     t_start = time.perf_counter()
-    if eot_samples is not None and (
-        not isinstance(eot_samples, int) or isinstance(eot_samples, bool) or eot_samples < 1
-    ):
-        raise ValueError(f"Invalid eot_samples: {eot_samples!r} (must be an integer >= 1)")
+    check_eot_samples(eot_samples)
     if not isinstance(landscapes, int) or isinstance(landscapes, bool) or landscapes < 0:
         raise ValueError(f"Invalid landscapes: {landscapes!r} (must be an integer >= 0)")
     if landscapes and (
