@@ -218,6 +218,39 @@ def test_explicit_targets_reach_the_target():
     assert (res.norm >= own * (1 - 1e-9)).all()
 
 
+def test_fab_t_linearises_each_target_against_the_label_as_autoattack(monkeypatch):
+    # FAB-T's targets only steer a search for any misclassification: every step linearises
+    # f_t − f_y, even where a third class leads (AutoAttack's FAB-T). With explicit targets
+    # (the goal is the target) the reference is the strongest class other than the target.
+    from multirobust.attacks import fab
+
+    weight = torch.tensor([[1.0, 0.0], [0.0, 1.0], [2.0, 2.0]], dtype=torch.float64)
+    model = Linear(weight, torch.zeros(3, dtype=torch.float64)).eval()
+    x = torch.tensor([[0.3, 0.2]], dtype=torch.float64)  # logits 0.3, 0.2, 1.0: class 2 leads
+    y, t = torch.tensor([0]), torch.tensor([1])
+    delta, grads, _ = fab._boundary_linearisation(model, x, y, t, against_label=True)
+    assert delta.item() == pytest.approx(0.2 - 0.3)
+    assert torch.allclose(grads[0, 0], torch.tensor([-1.0, 1.0], dtype=torch.float64))
+    delta, grads, _ = fab._boundary_linearisation(model, x, y, t, against_label=False)
+    assert delta.item() == pytest.approx(0.2 - 1.0)
+    assert torch.allclose(grads[0, 0], torch.tensor([-2.0, -1.0], dtype=torch.float64))
+
+    seen = []
+    real = fab._boundary_linearisation
+
+    def spy(*args, **kwargs):
+        seen.append(args[4] if len(args) > 4 else kwargs.get("against_label", False))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(fab, "_boundary_linearisation", spy)
+    model, weight, z, x, y = _affine_problem(4, seed=2)
+    attacks.create("fab-t", threat="l2:0.01", steps=3, target_classes=2)(model, x, y)
+    assert seen and all(seen)
+    seen.clear()
+    attacks.create("fab", threat="l2:0.01", steps=3)(model, x, y, targets=(y + 1) % 4)
+    assert seen and not any(seen)
+
+
 def test_restarts_only_improve_the_minimum():
     model, weight, z, x, y = _affine_problem(4, seed=7)
     one = fab_minimum_norm(model, x, y, 2.0, steps=20)[1]

@@ -141,13 +141,15 @@ def _boundary_linearisation(
     x: torch.Tensor,
     y: torch.Tensor,
     targets: torch.Tensor | None,
+    against_label: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Δ (N, K) and ∇ (N, K, D) of f_j − f_r at x for K candidate boundaries, and the logits.
 
     Untargeted: r = y and j runs over the C − 1 other classes (one backward pass each).
-    Targeted: j = t and r the strongest other class at x, so K = 1 (one backward pass): while y
-    leads, r = y, which is AutoAttack's FAB-T; once another class leads, FAB keeps going
-    towards the target's region instead of stopping at any misclassification.
+    Targeted: j = t, so K = 1 (one backward pass). With ``against_label`` (FAB-T, whose goal is
+    any misclassification) r = y always, as in AutoAttack: the boundary between the label and
+    the target. Otherwise (the goal is the target itself) r is the strongest other class at x:
+    r = y while y leads; once another class leads, FAB keeps going towards the target's region.
     """
     xg = x.detach().requires_grad_(True)
     with torch.enable_grad():
@@ -155,7 +157,9 @@ def _boundary_linearisation(
         n, classes = logits.shape
         if targets is not None:
             others = targets.unsqueeze(1)
-            ref = logits.detach().scatter(1, others, float("-inf")).argmax(1)
+            ref = (
+                y if against_label else logits.detach().scatter(1, others, float("-inf")).argmax(1)
+            )
         else:
             ar = torch.arange(classes, device=x.device).expand(n, classes)
             others = ar[ar != y.unsqueeze(1)].view(n, classes - 1)
@@ -184,6 +188,7 @@ def fab_run(
     alpha_max: float = 0.1,
     eta: float = 1.05,
     beta: float = 0.9,
+    against_label: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """One FAB run from ``x_start`` (see the module docstring for the update).
 
@@ -195,6 +200,9 @@ def fab_run(
         targets: (N,) target classes for the targeted version; None for the untargeted one.
         goal_met: ``goal_met(logits, rows)`` says which examples ``rows`` are adversarial;
             by default misclassified (untargeted) or classified as the target.
+        against_label: with ``targets``, linearise f_t − f_y at every step (FAB-T: the target
+            only steers a search for any misclassification) instead of f_t against the
+            strongest other class (a search for the target itself).
 
     Returns:
         ``(x_best, norm)``: the smallest adversarial point found and its ‖·‖_p (inf and x
@@ -214,7 +222,7 @@ def fab_run(
     x_best = x0.clone()
     shape = x.shape
     for _ in range(steps):
-        delta, grads, _ = _boundary_linearisation(model, xk.view(shape), y, targets)
+        delta, grads, _ = _boundary_linearisation(model, xk.view(shape), y, targets, against_label)
         dist = delta.abs() / torch.linalg.vector_norm(grads, ord=q, dim=2).clamp_min(1e-12)
         j = dist.argmin(1)
         w = grads[rows, j]
@@ -303,6 +311,8 @@ def fab_minimum_norm(
     classes = clean.shape[1]
     best = torch.full((n,), math.inf, device=x.device, dtype=x.dtype)
     x_best = x.clone()
+    # FAB-T: targets chosen here only steer a search for any misclassification.
+    steered = targets is None and target_classes > 0
     if targets is not None:
         plan: list[torch.Tensor | None] = [targets]
     elif target_classes > 0:
@@ -349,6 +359,7 @@ def fab_minimum_norm(
                 alpha_max=alpha_max,
                 eta=eta,
                 beta=beta,
+                against_label=steered,
             )
             better = norm < best[rows]
             best[rows[better]] = norm[better]
