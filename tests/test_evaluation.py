@@ -116,10 +116,12 @@ def test_attacks_run_cheapest_first_only_on_robust_examples(report):
     # The transfer fallback sits after the white-box attacks (it only runs on examples whose
     # gradient is masked, none here).
     # The black box's second run comes last (only where its first run broke something).
-    assert lin.attacks == ["apgd-ce", "apgd-t", "fab-t", "transfer", "square", "square-2"]
+    again = ["square-2", "square-3", "square-4"]
+    assert lin.attacks == ["apgd-ce", "apgd-t", "fab-t", "transfer", "square", *again]
     counts = lin.broken_counts()
     # nearly everything falls to the first attack; the later ones only see the rest
-    assert counts["apgd-ce"] >= counts["apgd-t"] + counts["square"] + counts["square-2"]
+    later = counts["apgd-t"] + counts["square"] + sum(counts.get(a, 0) for a in again)
+    assert counts["apgd-ce"] >= later
 
 
 @pytest.mark.parametrize(
@@ -128,16 +130,17 @@ def test_attacks_run_cheapest_first_only_on_robust_examples(report):
 def test_every_lp_ensemble_ends_with_a_black_box_attack(threat, black_box):
     specs = get("standard").attacks_for(parse(threat), num_classes=10)
     # AutoAttack's standard suite (APGD-CE, APGD-T, FAB-T), then the black box, and the black
-    # box again (another seed) where its first run broke something.
-    labels = ["apgd-ce", "apgd-t", "fab-t", black_box, f"{black_box}-2"]
+    # box again (another seed) while the run before broke something, up to 3 more runs.
+    again = [f"{black_box}-{k}" for k in (2, 3, 4)]
+    labels = ["apgd-ce", "apgd-t", "fab-t", black_box, *again]
     assert [s.label for s in specs] == labels
-    assert [s.white_box for s in specs] == [True, True, True, False, False]
+    assert [s.white_box for s in specs] == [True, True, True] + [False] * 4
     # Square with AutoAttack's standard schedule (p halved at absolute iteration counts).
     expected = {"steps": 5000, "restarts": 1}
     if black_box == "square":
         expected["rescale_schedule"] = False
-    assert specs[-2].options == specs[-1].options == expected
-    assert specs[-1].follows == black_box and specs[-2].follows is None
+    assert all(s.options == expected for s in specs[3:])
+    assert [s.follows for s in specs[3:]] == [None, black_box, *again[:2]]
     assert [s.label for s in get("quick").attacks_for(parse(threat), 10)][-1] == black_box
     # AutoAttack's ℓ1 version: APGD-CE with 5 restarts, APGD-T over the top 5 classes.
     l1 = threat.startswith("l1")
@@ -406,6 +409,25 @@ def test_cli_writes_json_and_html_and_resumes(mnist_checkpoint, tmp_path):
     assert EvaluationReport.from_json(out / "report.json").robust_accuracy == rep.robust_accuracy
     bad = CliRunner().invoke(main, args[:5] + ["--threat", "l3:1", "--out", str(out)])
     assert bad.exit_code != 0 and "Unknown threat type" in bad.output
+
+
+def test_the_black_box_runs_again_in_a_chain_each_run_after_the_one_before():
+    specs = get("standard").attacks_for(parse("l2:2"), 10)
+    chain = [(s.label, s.follows) for s in specs if s.attack == "square"]
+    assert chain == [
+        ("square", None),
+        ("square-2", "square"),
+        ("square-3", "square-2"),
+        ("square-4", "square-3"),
+    ]
+    l1 = [s.label for s in get("standard").attacks_for(parse("l1:10"), 10)]
+    assert l1[-4:] == ["sparse-rs", "sparse-rs-2", "sparse-rs-3", "sparse-rs-4"]
+    once = Preset("once", black_box_again=True).attacks_for(parse("linf:0.1"), 10)
+    assert [s.label for s in once if s.attack == "square"] == ["square", "square-2"]
+    assert not any(s.follows for s in Preset("none").attacks_for(parse("linf:0.1"), 10))
+    for bad in (-1, 1.5, "2"):
+        with pytest.raises(ValueError, match="Invalid black_box_again"):
+            Preset("bad", black_box_again=bad)  # type: ignore[arg-type]
 
 
 def test_a_following_attack_runs_only_where_the_one_it_follows_broke_something():

@@ -69,11 +69,12 @@ class Preset:
         square_rescale: stretch Square's p schedule to its query budget (its default); False
             counts the schedule's iterations as they are, as AutoAttack's standard version
             does with 5,000 queries (the standard preset).
-        black_box_again: run the black-box attack (Square, sparse-rs) a second time, with
-            another seed, on the examples still robust, in every batch where its first run
-            broke an example that the white-box attacks missed (labelled ``square-2``,
-            ``sparse-rs-2``). Random search that finds what gradients miss is not converged
-            after one run; AutoAttack warns in that case and advises more runs.
+        black_box_again: at most this many more runs of the black-box attack (Square,
+            sparse-rs), each with its own seed on the examples still robust, each only in a
+            batch where the run before it broke an example that every earlier attack missed
+            (labelled ``square-2``, ``square-3``, ...; 0: none). Random search that finds what
+            gradients miss has not converged after one run; AutoAttack warns in that case and
+            advises more runs. True counts as 1.
         rotations, translations: grid of the spatial search.
         affine_lambdas, affine_steps: λ grid and APGD steps of the affine attack.
         fab: FAB-T after APGD-T (AutoAttack's standard suite); off by default so that custom
@@ -104,7 +105,7 @@ class Preset:
     queries: int = 5000
     square_restarts: int = 1
     square_rescale: bool = True
-    black_box_again: bool = False
+    black_box_again: int = 0
     rotations: int = 31
     translations: int = 5
     affine_lambdas: int = 5
@@ -128,6 +129,14 @@ class Preset:
     def fab_iterations(self) -> int:
         """FAB-T's iterations per target (``fab_steps`` or ``steps``)."""
         return self.steps if self.fab_steps is None else self.fab_steps
+
+    def __post_init__(self) -> None:
+        again = self.black_box_again
+        if not isinstance(again, int) or again < 0:
+            raise ValueError(
+                f"Invalid black_box_again: {again!r} (must be an integer >= 0, the most runs "
+                "of the black-box attack after its first)"
+            )
 
     def with_options(self, **changes: Any) -> Preset:
         """A copy with some budgets changed, e.g. ``get("standard").with_options(steps=20)``."""
@@ -174,9 +183,13 @@ class Preset:
                 if label == "square" and not self.square_rescale:
                     options["rescale_schedule"] = False
                 specs.append(AttackSpec(label, label, options, white_box=False))
-                if self.black_box_again:
-                    again = AttackSpec(f"{label}-2", label, options, white_box=False, follows=label)
-                    specs.append(again)
+                previous = label
+                for run in range(2, int(self.black_box_again) + 2):
+                    again = f"{label}-{run}"
+                    specs.append(
+                        AttackSpec(again, label, options, white_box=False, follows=previous)
+                    )
+                    previous = again
         grid = {"rotations": self.rotations, "translations": self.translations}
         specs.append(AttackSpec("spatial-grid", "spatial-grid", grid, white_box=False))
         affine = {"lambdas": self.affine_lambdas, "steps": self.affine_steps}
@@ -289,7 +302,7 @@ PRESETS: dict[str, Preset] = {
         fab=True,
         l1_restarts=5,
         l1_target_classes=5,
-        black_box_again=True,
+        black_box_again=3,
         square_rescale=False,
     ),
     "thorough": Preset(
@@ -301,7 +314,7 @@ PRESETS: dict[str, Preset] = {
         restarts=3,
         queries=10000,
         square_restarts=2,
-        black_box_again=True,
+        black_box_again=3,
         rotations=61,
         translations=7,
         affine_lambdas=9,
