@@ -14,13 +14,14 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
+from ..attacks.base import check_positive_int
 from ..attacks.eot import robust_over_calls
 from ..models.state import attack_mode
 from ..threats import lp_ball
 from . import distributed as _dist
 from . import presets
 from .checks import LogProbabilities, looks_like_probabilities, two_calls
-from .inputs import DataArg, as_tensors, check_eot_samples, on_model, stable_seed
+from .inputs import DataArg, as_tensors, on_model, stable_seed
 from .report import Curve
 
 
@@ -64,7 +65,8 @@ def curve(
     if eps_sorted[0] < 0:
         raise ValueError(f"Invalid eps: {eps_sorted[0]!r} (must be >= 0)")
     chosen = presets.get(preset)
-    check_eot_samples(eot_samples)
+    if eot_samples is not None:
+        check_positive_int("eot_samples", eot_samples)
     shard = _dist.require(distributed)
     x, labels = as_tensors(data, y)
     x, labels = on_model(model, x, labels)

@@ -18,14 +18,6 @@ log = logging.getLogger(__name__)
 DataArg = torch.Tensor | ImageDataset | DataLoader[Any]
 
 
-def check_eot_samples(eot_samples: int | None) -> None:
-    """Reject an ``eot_samples`` argument that is not None or an integer >= 1."""
-    if eot_samples is not None and (
-        not isinstance(eot_samples, int) or isinstance(eot_samples, bool) or eot_samples < 1
-    ):
-        raise ValueError(f"Invalid eot_samples: {eot_samples!r} (must be an integer >= 1)")
-
-
 def stable_seed(*parts: Any) -> int:
     """A stable 31-bit seed from the parts (crc32 of their text: same in every process)."""
     return zlib.crc32("|".join(str(p) for p in parts).encode()) & 0x7FFFFFFF

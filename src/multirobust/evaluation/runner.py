@@ -34,7 +34,7 @@ from .. import __version__
 from ..atomic import check_writable_dir
 from ..attacks import ThreatViolation, create
 from ..attacks import get as get_attack
-from ..attacks.base import check_labels, validate_inputs
+from ..attacks.base import check_labels, check_positive_int, validate_inputs
 from ..attacks.eot import robust_over_calls
 from ..attacks.minimal import check_norms, minimal_distortion
 from ..data import ImageDataset
@@ -43,7 +43,7 @@ from ..threats import Threat, parse
 from . import checks as _checks
 from . import distributed as _dist
 from . import presets
-from .inputs import DataArg, as_tensors, check_eot_samples, on_model, stable_seed
+from .inputs import DataArg, as_tensors, on_model, stable_seed
 from .landscapes import LandscapePass, apply_landscape_pass, landscape_pass
 from .passes import PassCounter
 from .progress import PassEstimates, WithinAttack
@@ -905,7 +905,8 @@ def evaluate(
         An :class:`EvaluationReport`.
     """
     t_start = time.perf_counter()
-    check_eot_samples(eot_samples)
+    if eot_samples is not None:
+        check_positive_int("eot_samples", eot_samples)
     if not isinstance(landscapes, int) or isinstance(landscapes, bool) or landscapes < 0:
         raise ValueError(f"Invalid landscapes: {landscapes!r} (must be an integer >= 0)")
     if landscapes and (
