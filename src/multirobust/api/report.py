@@ -13,14 +13,12 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import statistics
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from .. import pages
-from ..atomic import write_atomic
+from ..reportfile import ReportFile
 from .lockstep import Trace, norm_at, success_at
 
 FORMAT = "multirobust-remote-attack"
@@ -119,7 +117,7 @@ def summarize(traces: list[Trace], budgets: list[int]) -> dict[str, Any]:
 
 
 @dataclass
-class RemoteReport:
+class RemoteReport(ReportFile):
     """Runs of black-box attacks, the budgets they are read at, and the white-box reference.
 
     Attributes:
@@ -147,17 +145,11 @@ class RemoteReport:
             "runs": [r.to_dict(self.budgets) for r in self.runs],
         }
 
-    def to_json(self, path: str | os.PathLike[str] | None = None) -> str:
-        text = json.dumps(self.to_dict(), indent=1, allow_nan=False)
-        if path is not None:
-            write_atomic(Path(path), text + "\n")
-        return text
-
     @classmethod
-    def from_json(cls, source: str | os.PathLike[str]) -> RemoteReport:
-        d = json.loads(Path(source).read_text())
+    def from_dict(cls, d: dict[str, Any]) -> RemoteReport:
+        """Rebuild a report from :meth:`to_dict`'s output (the derived tables are recomputed)."""
         if d.get("format") != FORMAT:
-            raise ValueError(f"{source} is not a {FORMAT} report")
+            raise ValueError(f"Not a {FORMAT} report (format {d.get('format')!r})")
         return cls(
             budgets=[int(b) for b in d["budgets"]],
             runs=[AttackRun.from_dict(r) for r in d["runs"]],
@@ -224,11 +216,8 @@ class RemoteReport:
                 )
         return out
 
-    def to_html(self, path: str | os.PathLike[str] | None = None) -> str:
-        text = render(self)
-        if path is not None:
-            write_atomic(Path(path), text)
-        return text
+    def _render_html(self) -> str:
+        return render(self)
 
 
 def _pct(v: float | None) -> str:

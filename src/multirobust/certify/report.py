@@ -3,14 +3,11 @@
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
-import os
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
-from ..atomic import write_atomic
+from ..reportfile import ReportFile
 
 __all__ = ["FORMAT", "VERSION", "CertificationReport", "MethodResult"]
 
@@ -85,7 +82,7 @@ class MethodResult:
 
 
 @dataclass
-class CertificationReport:
+class CertificationReport(ReportFile):
     """Certified accuracy per method, per threat and for the union, beside the attacks' numbers.
 
     Attributes:
@@ -221,13 +218,6 @@ class CertificationReport:
             body["methods"][name]["abstain_rate"] = m.abstain_rate
         return {"format": FORMAT, "version": VERSION, **body}
 
-    def to_json(self, path: str | os.PathLike[str] | None = None) -> str:
-        """The report as JSON text; also written atomically to ``path`` when given."""
-        text = json.dumps(self.to_dict(), indent=1, allow_nan=False)
-        if path is not None:
-            write_atomic(Path(path), text)
-        return text
-
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> CertificationReport:
         """Rebuild a report from :meth:`to_dict`'s output."""
@@ -245,19 +235,7 @@ class CertificationReport:
         }
         return cls(**body)
 
-    @classmethod
-    def from_json(cls, source: str | os.PathLike[str]) -> CertificationReport:
-        """Read a report from JSON text or a file path."""
-        text = str(source)
-        if not text.lstrip().startswith("{"):
-            text = Path(source).read_text()
-        return cls.from_dict(json.loads(text))
-
-    def to_html(self, path: str | os.PathLike[str] | None = None) -> str:
-        """A self-contained HTML page (inline CSS, plots as inline PNG); written to ``path``."""
+    def _render_html(self) -> str:
         from .html import render
 
-        page = render(self)
-        if path is not None:
-            write_atomic(Path(path), page)
-        return page
+        return render(self)

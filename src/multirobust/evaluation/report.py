@@ -3,15 +3,12 @@
 from __future__ import annotations
 
 import dataclasses
-import json
-import os
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import torch
 
-from ..atomic import write_atomic
+from ..reportfile import ReportFile
 from ..threats import parse
 from .html import render
 
@@ -21,7 +18,6 @@ __all__ = [
     "Curve",
     "EvaluationReport",
     "ThreatOutcome",
-    "write_atomic",
 ]
 
 FORMAT = "multirobust-evaluation"
@@ -153,7 +149,7 @@ class Curve:
 
 
 @dataclass
-class EvaluationReport:
+class EvaluationReport(ReportFile):
     """Clean, per-threat and union robust accuracy with per-example outcomes and checks.
 
     Attributes:
@@ -181,6 +177,8 @@ class EvaluationReport:
             was broken and the clean input elsewhere, when ``evaluate(keep_adversarial=True)``
             asked (not saved in JSON).
     """
+
+    json_allow_nan = True  # NaN marks what was not measured
 
     n: int
     clean_accuracy: float
@@ -258,13 +256,6 @@ class EvaluationReport:
         body.pop("adversarial")  # tensors, kept in memory only
         return {"format": FORMAT, "version": VERSION, **_plain(body)}
 
-    def to_json(self, path: str | os.PathLike[str] | None = None) -> str:
-        """The report as JSON text; also written atomically to ``path`` when given."""
-        text = json.dumps(self.to_dict(), indent=1, allow_nan=True)
-        if path is not None:
-            write_atomic(Path(path), text)
-        return text
-
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> EvaluationReport:
         if data.get("format") != FORMAT:
@@ -278,20 +269,8 @@ class EvaluationReport:
         body["curves"] = [Curve(**c) for c in body.get("curves", [])]
         return cls(**body)
 
-    @classmethod
-    def from_json(cls, source: str | os.PathLike[str]) -> EvaluationReport:
-        """Read a report from JSON text or from a file path."""
-        text = str(source)
-        if not text.lstrip().startswith("{"):
-            text = Path(source).read_text()
-        return cls.from_dict(json.loads(text))
-
-    def to_html(self, path: str | os.PathLike[str] | None = None) -> str:
-        """A self-contained HTML page (inline CSS, plots as inline PNG); written to ``path``."""
-        page = render(self)
-        if path is not None:
-            write_atomic(Path(path), page)
-        return page
+    def _render_html(self) -> str:
+        return render(self)
 
 
 def _plain(value: Any) -> Any:
