@@ -1,8 +1,8 @@
 """The file side of every report: JSON text or file in, JSON and self-contained HTML out.
 
 Evaluation, certification and API-attack reports each define how they become a dict
-(``to_dict``), how they are rebuilt from one (``from_dict``, which checks the ``format`` and
-``version`` keys) and how their page is drawn (``_render_html``); this mixin adds the same
+(``to_dict``), how they are rebuilt from one (``from_dict``, which checks the ``format`` key)
+and how their page is drawn (``_render_html``); this mixin adds the same
 ``to_json``, ``from_json`` and ``to_html`` to all of them, writing atomically so that an
 interrupted run never leaves half a report behind.
 """
@@ -22,8 +22,9 @@ __all__ = ["ReportFile"]
 class ReportFile:
     """``to_json`` / ``from_json`` / ``to_html`` on top of ``to_dict`` / ``from_dict``."""
 
-    #: Whether the JSON may hold NaN (evaluation reports store NaN for "not measured"; other
-    #: reports refuse it, as strict JSON readers do).
+    #: Whether the JSON may hold NaN and ±Infinity (evaluation reports keep an infinite
+    #: minimum-norm distance for examples never broken; the others refuse them, as strict JSON
+    #: readers do).
     json_allow_nan: ClassVar[bool] = False
 
     def to_dict(self) -> dict[str, Any]:

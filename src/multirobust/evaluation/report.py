@@ -178,7 +178,8 @@ class EvaluationReport(ReportFile):
             asked (not saved in JSON).
     """
 
-    json_allow_nan = True  # NaN marks what was not measured
+    # Minimum-norm distances are inf for examples never broken (written as JSON's Infinity).
+    json_allow_nan = True
 
     n: int
     clean_accuracy: float
