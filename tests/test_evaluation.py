@@ -115,9 +115,19 @@ def test_attacks_run_cheapest_first_only_on_robust_examples(report):
     lin = report.threats["linf:0.1"]
     # The transfer fallback sits after the white-box attacks (it only runs on examples whose
     # gradient is masked, none here).
-    # The black box's second run comes last (only where its first run broke something).
+    # The black box's second run comes after it (only where its first run broke something),
+    # and its longer run last (only where the gradient is masked: none here, so none broken).
     again = ["square-2", "square-3", "square-4"]
-    assert lin.attacks == ["apgd-ce", "apgd-t", "fab-t", "transfer", "square", *again]
+    assert lin.attacks == [
+        "apgd-ce",
+        "apgd-t",
+        "fab-t",
+        "transfer",
+        "square",
+        *again,
+        "square-masked",
+    ]
+    assert "square-masked" not in lin.broken_by
     counts = lin.broken_counts()
     # nearly everything falls to the first attack; the later ones only see the rest
     later = counts["apgd-t"] + counts["square"] + sum(counts.get(a, 0) for a in again)
@@ -131,21 +141,29 @@ def test_every_lp_ensemble_ends_with_a_black_box_attack(threat, black_box):
     specs = get("standard").attacks_for(parse(threat), num_classes=10)
     # AutoAttack's standard suite (APGD-CE, APGD-T, FAB-T), then the black box, and the black
     # box again (another seed) while the run before broke something, up to 3 more runs.
+    # Where the input gradient is masked, a longer run of it on those examples only.
     again = [f"{black_box}-{k}" for k in (2, 3, 4)]
-    labels = ["apgd-ce", "apgd-t", "fab-t", black_box, *again]
+    labels = ["apgd-ce", "apgd-t", "fab-t", black_box, *again, f"{black_box}-masked"]
     assert [s.label for s in specs] == labels
-    assert [s.white_box for s in specs] == [True, True, True] + [False] * 4
+    assert [s.white_box for s in specs] == [True, True, True] + [False] * 5
+    assert [s.masked_only for s in specs] == [False] * 7 + [True]
     # Square with AutoAttack's standard schedule (p halved at absolute iteration counts).
     expected = {"steps": 5000, "restarts": 1}
     if black_box == "square":
         expected["rescale_schedule"] = False
-    assert all(s.options == expected for s in specs[3:])
-    assert [s.follows for s in specs[3:]] == [None, black_box, *again[:2]]
+    assert all(s.options == expected for s in specs[3:7])
+    assert specs[7].options == {"steps": 20000, "restarts": 3}
+    assert [s.follows for s in specs[3:]] == [None, black_box, *again[:2], None]
     assert [s.label for s in get("quick").attacks_for(parse(threat), 10)][-1] == black_box
-    # AutoAttack's ℓ1 version: APGD-CE with 5 restarts, APGD-T over the top 5 classes.
+    # AutoAttack's ℓ1 version: APGD-CE with 5 restarts. APGD-T is stronger than AutoAttack's:
+    # 2 runs per target, 9 targets under ℓ1 too (AutoAttack's ℓ1 version: 1 run, 5 targets).
     l1 = threat.startswith("l1")
     assert specs[0].options["restarts"] == (5 if l1 else 1)
-    assert specs[1].options["target_classes"] == (5 if l1 else 9)
+    assert specs[1].options["target_classes"] == 9
+    assert specs[1].options["restarts"] == 2
+    assert get("quick").attacks_for(parse(threat), 10)[1].options["restarts"] == 1
+    with pytest.raises(ValueError, match="Invalid targeted_restarts"):
+        get("standard").with_options(targeted_restarts=0)
     # The more-steps check reruns APGD-T (not the FAB-T after it) with twice the steps.
     again = get("standard").more_steps_attack(parse(threat), num_classes=10)
     assert again is not None and again.label == "apgd-t" and again.options["steps"] == 200
@@ -413,7 +431,7 @@ def test_cli_writes_json_and_html_and_resumes(mnist_checkpoint, tmp_path):
 
 def test_the_black_box_runs_again_in_a_chain_each_run_after_the_one_before():
     specs = get("standard").attacks_for(parse("l2:2"), 10)
-    chain = [(s.label, s.follows) for s in specs if s.attack == "square"]
+    chain = [(s.label, s.follows) for s in specs if s.attack == "square" and not s.masked_only]
     assert chain == [
         ("square", None),
         ("square-2", "square"),
@@ -421,13 +439,18 @@ def test_the_black_box_runs_again_in_a_chain_each_run_after_the_one_before():
         ("square-4", "square-3"),
     ]
     l1 = [s.label for s in get("standard").attacks_for(parse("l1:10"), 10)]
-    assert l1[-4:] == ["sparse-rs", "sparse-rs-2", "sparse-rs-3", "sparse-rs-4"]
+    assert l1[-5:] == ["sparse-rs", "sparse-rs-2", "sparse-rs-3", "sparse-rs-4", "sparse-rs-masked"]
     once = Preset("once", black_box_again=True).attacks_for(parse("linf:0.1"), 10)
     assert [s.label for s in once if s.attack == "square"] == ["square", "square-2"]
     assert not any(s.follows for s in Preset("none").attacks_for(parse("linf:0.1"), 10))
     for bad in (-1, 1.5, "2"):
         with pytest.raises(ValueError, match="Invalid black_box_again"):
             Preset("bad", black_box_again=bad)  # type: ignore[arg-type]
+        with pytest.raises(ValueError, match="Invalid masked_queries"):
+            Preset("bad", masked_queries=bad)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="Invalid masked_restarts"):
+        Preset("bad", masked_queries=100, masked_restarts=0)
+    assert not any(s.masked_only for s in Preset("none").attacks_for(parse("linf:0.1"), 10))
 
 
 def test_a_following_attack_runs_only_where_the_one_it_follows_broke_something():

@@ -121,7 +121,8 @@ def test_transfer_breaks_what_zero_gradients_hide(mnist_model, mnist_test):
     x, y = mnist_test.images[:30], mnist_test.labels[:30]
     trap = ZeroGradient(mnist_model)
     quick = presets.get("quick").with_options(queries=0, transfer_distill_steps=150)
-    common = dict(threats=["linf:0.2"], progress=False, run_checks=False)
+    # No landscape grid (it runs by default on masked gradients): the transfer alone.
+    common = dict(threats=["linf:0.2"], progress=False, run_checks=False, landscapes=0)
     off = evaluate(trap, x, y, preset=quick.with_options(transfer=False), **common)
     on = evaluate(trap, x, y, preset=quick, **common)
     counts = on.threats["linf:0.2"].broken_counts()
@@ -205,6 +206,50 @@ def test_cli_surrogate_checkpoint(tmp_path):
          "--threat", "linf:0.3", "--n", "2", "--out", str(tmp_path / "b")],
     )  # fmt: skip
     assert result.exit_code != 0 and "nothing.pt" in result.output
+
+
+def test_masked_gradients_get_a_longer_black_box_run_and_the_grid(mnist_model, mnist_test):
+    """The zero-gradient trap, ℓ∞ 0.2, first 30 images, quick preset without the transfer and
+    with a 50-query Square: the longer Square (1,000 queries) runs on the examples whose
+    gradient is masked and breaks more; the landscape grid runs on every example still robust
+    (nobody asked for it); and the zero-gradients check says what was done and what it broke.
+    Measured: Square 50 breaks 5, the longer run 24, the grid 0."""
+    x, y = mnist_test.images[:30], mnist_test.labels[:30]
+    trap = ZeroGradient(mnist_model)
+    quick = presets.get("quick").with_options(
+        transfer=False, queries=50, black_box_again=0, masked_queries=1000
+    )
+    rep = evaluate(trap, x, y, threats=["linf:0.2"], preset=quick, progress=False,
+                   run_checks=False, landscape_points=5)  # fmt: skip
+    out = rep.threats["linf:0.2"]
+    counts = out.broken_counts()
+    assert out.attacks[-1] == "square-masked"  # the grid is listed only where it broke one
+    assert counts.get("square-masked", 0) >= 8, counts
+    assert rep.settings["landscapes"] == {"examples": 30, "points": 5, "why": "masked gradients"}
+    (check,) = rep.check("zero-gradients")
+    assert "What the evaluation did" in check.message and "square-masked" in check.message
+    broke = check.evidence["gradient_free_broke"]["linf:0.2"]
+    # The grid searched the examples still robust after the attacks (when any were left).
+    searched = ["landscape"] if sum(out.robust) + counts.get("landscape", 0) else []
+    assert broke == {k: counts.get(k, 0) for k in ["square", "square-masked", *searched]}
+    assert check.evidence["masked_only_attacks"] == {"linf:0.2": ["square-masked"]}
+    # landscapes=0: no grid, even here.
+    none = evaluate(trap, x[:6], y[:6], threats=["linf:0.2"], preset=quick, progress=False,
+                    run_checks=False, landscapes=0)  # fmt: skip
+    assert "landscape" not in none.threats["linf:0.2"].attacks and "landscapes" not in none.settings
+
+
+def test_no_grid_and_no_longer_run_where_gradients_are_fine(mnist_model, mnist_test):
+    x, y = mnist_test.images[:8], mnist_test.labels[:8]
+    quick = presets.get("quick").with_options(transfer=False, queries=20, masked_queries=500)
+    common = dict(threats=["linf:0.02"], progress=False, run_checks=False)
+    on = evaluate(mnist_model, x, y, preset=quick, **common)
+    off = evaluate(mnist_model, x, y, preset=quick.with_options(masked_queries=0), **common)
+    out = on.threats["linf:0.02"]
+    assert "square-masked" in out.attacks and sum(out.robust) > 0
+    assert out.queries == off.threats["linf:0.02"].queries  # it never ran
+    assert "landscapes" not in on.settings and "landscape" not in out.attacks
+    assert on.check("zero-gradients") == []
 
 
 # ---------------------------------------------------------------------------- carry-over

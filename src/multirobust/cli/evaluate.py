@@ -68,11 +68,11 @@ log = logging.getLogger(__name__)
 @click.option(
     "--landscapes",
     type=click.IntRange(min=0),
-    default=0,
-    show_default=True,
+    default=None,
     help="After the attacks, search a grid on a 2-D slice of each lp ball around the first K "
     "still-robust examples; examples it breaks count as broken by 'landscape' and the report "
-    "gains the loss-landscape section (docs/landscapes.md).",
+    "gains the loss-landscape section (docs/landscapes.md). Default: every still-robust "
+    "example when the input gradient is masked (the grid needs none), else none; 0: never.",
 )
 @click.option(
     "--landscape-points",
@@ -122,7 +122,7 @@ def command(
     curves: bool,
     curve_n: int | None,
     min_norms: tuple[str, ...],
-    landscapes: int,
+    landscapes: int | None,
     landscape_points: int,
     eot_samples: int | None,
     surrogate: str | None,

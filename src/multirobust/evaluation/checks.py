@@ -10,8 +10,10 @@ results outside their threat model.
 from __future__ import annotations
 
 import math
+from collections import Counter
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.nn.functional as F
@@ -21,10 +23,19 @@ from ..threats import LpBall
 from .report import CATALOGUE as CATALOGUE  # the names of the checks below
 from .report import Check
 
+if TYPE_CHECKING:
+    from .presets import AttackSpec
+    from .report import ThreatOutcome
+
 #: Gradient norms below this (per example, ℓ2 over the input) count as vanishing.
 VANISHING = 1e-10
 #: Fraction of probe examples with zero/vanishing gradients above which the check fires.
 ZERO_FRACTION = 0.1
+#: The checks that say the model's input gradient cannot be trusted: the evaluation answers
+#: them with attacks that do without it (:func:`masked_fallback_check`).
+MASKED_GRADIENT_CHECKS = ("no-gradient-path", "zero-gradients", "non-finite-gradients")
+#: The ``broken_by`` label of the landscape grid (evaluation/landscapes.py).
+_GRID = "landscape"
 
 
 class LogProbabilities(nn.Module):
@@ -199,6 +210,66 @@ def eot_check(check: Check, samples: int) -> Check:
         f"the majority of {samples} predictions, so the numbers are those of the model's vote "
         "(attacks/eot.py, rule 'majority').",
         {**check.evidence, "eot_samples": samples, "verdict": f"majority of {samples} calls"},
+        check.threat,
+    )
+
+
+def masked_fallback_check(
+    check: Check,
+    outcomes: Mapping[str, ThreatOutcome],
+    ensembles: Mapping[str, Sequence[AttackSpec]],
+    grid: Collection[str] = (),
+) -> Check:
+    """A masked-gradient check (:data:`MASKED_GRADIENT_CHECKS`) saying what the evaluation did
+    about it: the attacks that do not use the model's gradient (the black-box searches, the
+    transfer attack, the longer search run only where the gradient is masked, the landscape
+    grid, run under the threats in ``grid``) and, per threat, how many examples each broke
+    first."""
+    broke: dict[str, dict[str, int]] = {}
+    masked_only: dict[str, list[str]] = {}
+    for key, outcome in outcomes.items():
+        specs = ensembles.get(key, [])
+        free = [s.label for s in specs if not s.white_box]
+        if key in grid:
+            free.append(_GRID)
+        if not free:
+            continue
+        counts = Counter(b for b in outcome.broken_by if b in free)
+        broke[key] = {label: counts.get(label, 0) for label in free}
+        masked_only[key] = [s.label for s in specs if s.masked_only]
+    if not broke:
+        done = (
+            " No attack that does without the model's gradient was run (the attacks given "
+            "all use it), so the numbers rest on gradients the model hides: add a black-box "
+            "or transfer attack."
+        )
+    else:
+        per_threat = "; ".join(
+            f"{key}: " + ", ".join(f"{label} {n}" for label, n in counts.items())
+            for key, counts in broke.items()
+        )
+        extra = sorted({label for labels in masked_only.values() for label in labels})
+        only = (
+            f" On the examples whose gradient is masked it also ran {', '.join(extra)}."
+            if extra
+            else ""
+        )
+        grid = (
+            " It searched a grid of each ball around the examples still robust (the landscape "
+            "pass)."
+            if any(_GRID in counts for counts in broke.values())
+            else ""
+        )
+        done = (
+            " What the evaluation did: it ran attacks that do not use the model's gradient."
+            f"{only}{grid} Examples each of them broke first: {per_threat}. The numbers are "
+            "still an upper bound: an adversary who knows the trick (BPDA, the undefended twin: "
+            "pass it as surrogate=, --surrogate) may break more."
+        )
+    return Check(
+        check.name,
+        check.message + done,
+        {**check.evidence, "gradient_free_broke": broke, "masked_only_attacks": masked_only},
         check.threat,
     )
 

@@ -1,14 +1,16 @@
 """Attack ensembles per threat model, from quick to thorough, cheapest attack first.
 
 The ``standard`` preset is AutoAttack's standard suite (Croce & Hein 2020) for ℓp balls plus
-sparse-rs: APGD with cross-entropy, targeted APGD with the DLR loss over the top 9 classes, FAB-T
-over the top 9 classes (Croce & Hein 2020), then a black-box attack with 5000 queries, so that
+sparse-rs: APGD with cross-entropy, targeted APGD with the DLR loss over the top 9 classes (two
+runs per class where AutoAttack has one), FAB-T over the top 9 classes (Croce & Hein 2020), then
+a black-box attack with 5000 queries, so that
 masked gradients cannot hide a weakness: Square (Andriushchenko et al. 2020) for ℓ∞ and ℓ2, and
 for ℓ1 the sparse random search of :mod:`multirobust.attacks.sparse_rs` (ℓ1 is where
 ℓ∞-trained MNIST models hide most behind masked gradients: see docs/results.md). Under ℓ1 the
 APGD runs are APGD-ℓ1 with adaptive sparsity and the 3ε → 2ε → ε schedule, as AutoAttack's ℓ1
-version runs them: 5 restarts of APGD-CE, APGD-T over the top 5 classes (Croce & Hein 2021).
-Spatial threats get the exhaustive grid of Engstrom et al. (2019); affine threats APGD at each λ
+version runs them: 5 restarts of APGD-CE (Croce & Hein 2021); APGD-T goes over the top 9 classes
+(AutoAttack's ℓ1 version: 5). Where the input gradient is masked, the black box runs once more
+with 20,000 queries × 3 restarts on those examples (``masked_queries``). Spatial threats get the exhaustive grid of Engstrom et al. (2019); affine threats APGD at each λ
 of a grid (Tramèr & Boneh 2019) with the members' losses, and their black-box searches at the
 endpoints (:mod:`multirobust.attacks.affine`).
 """
@@ -63,6 +65,10 @@ class Preset:
         steps: iterations of the white-box attacks (APGD) per restart.
         restarts: random restarts of the white-box attacks.
         target_classes: classes tried by targeted APGD-DLR (0 disables it).
+        targeted_restarts: APGD-T's runs per target class (later runs only on examples still
+            robust); None: ``restarts``. AutoAttack's standard version runs 1; the standard
+            preset runs 2, since one run's random start decides single examples either way
+            (docs/strength.md, "The independent adversary").
         queries: query budget of the black-box attack (Square, or sparse-rs for ℓ1; 0 disables
             it).
         square_restarts: restarts of the black-box attack.
@@ -75,6 +81,12 @@ class Preset:
             (labelled ``square-2``, ``square-3``, ...; 0: none). Random search that finds what
             gradients miss has not converged after one run; AutoAttack warns in that case and
             advises more runs. True counts as 1.
+        masked_queries: where the model's input gradient is zero, vanishing or non-finite
+            (a blocked or saturated gradient: the white-box attacks walk blind there), one more
+            black-box run with this many queries per restart on those examples still robust,
+            after every other black-box run (labelled ``square-masked``, ``sparse-rs-masked``;
+            0: none). The longer search stands in for the gradients the model hides.
+        masked_restarts: restarts of that run.
         rotations, translations: grid of the spatial search.
         affine_lambdas, affine_steps: λ grid and APGD steps of the affine attack.
         fab: FAB-T after APGD-T (AutoAttack's standard suite); off by default so that custom
@@ -83,7 +95,8 @@ class Preset:
             9 for both).
         fab_steps: FAB-T's iterations per target; None: ``steps`` (AutoAttack: 100 for both).
         l1_restarts: APGD-CE restarts under ℓ1 (AutoAttack's ℓ1 version: 5); None: ``restarts``.
-        l1_target_classes: APGD-T's classes under ℓ1 (AutoAttack's ℓ1 version: 5); None:
+        l1_target_classes: APGD-T's classes under ℓ1 (AutoAttack's ℓ1 version: 5; the standard
+            preset: 9, as under ℓ∞ and ℓ2); None:
             ``target_classes``.
         eot_samples: for a randomised model (outputs that change between identical calls), the
             white-box attacks average gradients over this many calls (EOT, Athalye et al. 2018;
@@ -102,10 +115,13 @@ class Preset:
     steps: int = 100
     restarts: int = 1
     target_classes: int = 9
+    targeted_restarts: int | None = None
     queries: int = 5000
     square_restarts: int = 1
     square_rescale: bool = True
     black_box_again: int = 0
+    masked_queries: int = 0
+    masked_restarts: int = 1
     rotations: int = 31
     translations: int = 5
     affine_lambdas: int = 5
@@ -137,6 +153,15 @@ class Preset:
                 f"Invalid black_box_again: {again!r} (must be an integer >= 0, the most runs "
                 "of the black-box attack after its first)"
             )
+        tr = self.targeted_restarts
+        if tr is not None and (not isinstance(tr, int) or isinstance(tr, bool) or tr < 1):
+            raise ValueError(f"Invalid targeted_restarts: {tr!r} (must be an integer >= 1 or None)")
+        for name in ("masked_queries", "masked_restarts"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+                raise ValueError(f"Invalid {name}: {value!r} (must be an integer >= 0)")
+        if self.masked_queries and not self.masked_restarts:
+            raise ValueError("Invalid masked_restarts: 0 (must be >= 1 when masked_queries > 0)")
 
     def with_options(self, **changes: Any) -> Preset:
         """A copy with some budgets changed, e.g. ``get("standard").with_options(steps=20)``."""
@@ -146,8 +171,13 @@ class Preset:
         """Every attack of the preset, cheapest first; each threat keeps those supporting it
         (and those whose ``kinds`` admit it)."""
         runs = {"steps": self.steps, "restarts": self.restarts}
+        targeted_runs = {
+            "steps": self.steps,
+            "restarts": self.restarts if self.targeted_restarts is None else self.targeted_restarts,
+        }
         target = min(self.target_classes, num_classes - 1)
-        # AutoAttack's ℓ1 version runs APGD-CE with 5 restarts and APGD-T over 5 classes.
+        # AutoAttack's ℓ1 version runs APGD-CE with 5 restarts and APGD-T over 5 classes (the
+        # standard preset: 9, docs/strength.md).
         l1_runs = {
             "steps": self.steps,
             "restarts": self.restarts if self.l1_restarts is None else self.l1_restarts,
@@ -164,8 +194,12 @@ class Preset:
         # The targeted DLR loss needs at least 4 classes, the untargeted one 3.
         if self.target_classes > 0 and num_classes >= 4:
             specs += [
-                AttackSpec("apgd-t", "apgd-t", {**runs, "target_classes": target}, kinds=dense),
-                AttackSpec("apgd-t", "apgd-t", {**runs, "target_classes": l1_target}, kinds=sparse),
+                AttackSpec(
+                    "apgd-t", "apgd-t", {**targeted_runs, "target_classes": target}, kinds=dense
+                ),
+                AttackSpec(
+                    "apgd-t", "apgd-t", {**targeted_runs, "target_classes": l1_target}, kinds=sparse
+                ),
             ]
         elif num_classes >= 3:
             specs.append(AttackSpec("apgd-dlr", "apgd", {"loss": "dlr", **runs}))
@@ -190,6 +224,14 @@ class Preset:
                         AttackSpec(again, label, options, white_box=False, follows=previous)
                     )
                     previous = again
+                if self.masked_queries > 0:
+                    # Square's schedule stretched to the longer budget (its default).
+                    longer = {"steps": self.masked_queries, "restarts": self.masked_restarts}
+                    specs.append(
+                        AttackSpec(
+                            f"{label}-masked", label, longer, white_box=False, masked_only=True
+                        )
+                    )
         grid = {"rotations": self.rotations, "translations": self.translations}
         specs.append(AttackSpec("spatial-grid", "spatial-grid", grid, white_box=False))
         affine = {"lambdas": self.affine_lambdas, "steps": self.affine_steps}
@@ -301,9 +343,12 @@ PRESETS: dict[str, Preset] = {
         "standard",
         fab=True,
         l1_restarts=5,
-        l1_target_classes=5,
+        l1_target_classes=9,
         black_box_again=3,
         square_rescale=False,
+        targeted_restarts=2,
+        masked_queries=20000,
+        masked_restarts=3,
     ),
     "thorough": Preset(
         "thorough",
@@ -315,6 +360,8 @@ PRESETS: dict[str, Preset] = {
         queries=10000,
         square_restarts=2,
         black_box_again=3,
+        masked_queries=40000,
+        masked_restarts=3,
         rotations=61,
         translations=7,
         affine_lambdas=9,

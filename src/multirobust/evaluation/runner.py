@@ -38,6 +38,7 @@ from ..attacks.base import check_labels, check_positive_int, validate_inputs
 from ..attacks.eot import robust_over_calls
 from ..attacks.minimal import check_norms, minimal_distortion
 from ..data import ImageDataset
+from ..landscape.masking import CHECK_NAME as LANDSCAPE_CHECK
 from ..models.state import attack_mode
 from ..threats import Threat, parse
 from . import checks as _checks
@@ -834,7 +835,7 @@ def evaluate(
     distributed: bool = False,
     min_norm: Sequence[str] = (),
     keep_adversarial: bool = False,
-    landscapes: int = 0,
+    landscapes: int | None = None,
     landscape_points: int = 21,
     eot_samples: int | None = None,
     surrogate: nn.Module | None = None,
@@ -889,7 +890,9 @@ def evaluate(
             each ℓp ball around the first ``landscapes`` examples still robust under it
             (:mod:`.landscapes`): examples the grid breaks count as broken by ``"landscape"``,
             the ``landscape-beats-attacks`` check fires, and the report gains the landscape
-            section. 0 (default): no grid. On rank 0 when distributed.
+            section. None (default): every still-robust example when the input gradient is
+            masked (``zero-gradients``, ``non-finite-gradients`` or ``no-gradient-path`` fired:
+            the grid needs no gradient), else none. 0: no grid. On rank 0 when distributed.
         landscape_points: grid points per axis (≥ 2).
         eot_samples: for a randomised model (outputs that change between two identical calls,
             tested before any attack), the calls each white-box gradient is averaged over (EOT)
@@ -907,9 +910,11 @@ def evaluate(
     t_start = time.perf_counter()
     if eot_samples is not None:
         check_positive_int("eot_samples", eot_samples)
-    if not isinstance(landscapes, int) or isinstance(landscapes, bool) or landscapes < 0:
-        raise ValueError(f"Invalid landscapes: {landscapes!r} (must be an integer >= 0)")
-    if landscapes and (
+    if landscapes is not None and (
+        not isinstance(landscapes, int) or isinstance(landscapes, bool) or landscapes < 0
+    ):
+        raise ValueError(f"Invalid landscapes: {landscapes!r} (must be an integer >= 0 or None)")
+    if (
         not isinstance(landscape_points, int)
         or isinstance(landscape_points, bool)
         or landscape_points < 2
@@ -966,9 +971,15 @@ def evaluate(
             report.checks += fired
             report.checks_run += ran
             timings["checks_after"] = time.perf_counter() - t0
-        if landscapes:
+        masked = any(c.name in _checks.MASKED_GRADIENT_CHECKS for c in plan.probe.checks)
+        grid_examples = landscapes
+        if grid_examples is None:
+            grid_examples = int(plan.x.shape[0]) if masked else 0
+        if grid_examples:
             t0 = time.perf_counter()
-            plan.settings["landscapes"] = {"examples": landscapes, "points": landscape_points}
+            plan.settings["landscapes"] = {"examples": grid_examples, "points": landscape_points}
+            if landscapes is None:
+                plan.settings["landscapes"]["why"] = "masked gradients"
             grid = (
                 landscape_pass(
                     plan.attacked,
@@ -976,7 +987,7 @@ def evaluate(
                     plan.labels,
                     plan.threats,
                     report,
-                    examples=landscapes,
+                    examples=grid_examples,
                     points=landscape_points,
                     seed=stable_seed(plan.seed, "landscapes"),
                     num_classes=plan.probe.num_classes,
@@ -987,6 +998,15 @@ def evaluate(
             )
             apply_landscape_pass(report, _dist.broadcast(grid, plan.shard))
             timings["landscapes"] = time.perf_counter() - t0
+        if masked:
+            # The masked-gradient checks say what was done about them, and what it broke.
+            searched = {c["threat"] for c in report.checks_run if c["name"] == LANDSCAPE_CHECK}
+            report.checks = [
+                _checks.masked_fallback_check(c, report.threats, plan.ensembles, searched)
+                if c.name in _checks.MASKED_GRADIENT_CHECKS
+                else c
+                for c in report.checks
+            ]
         if plan.min_norms:
             t0 = time.perf_counter()
             report.minimal_distortion = _dist.broadcast(_minimal_distortions(plan), plan.shard)
