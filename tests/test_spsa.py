@@ -4,27 +4,15 @@ these are the known answers."""
 
 import pytest
 import torch
-from _traps import ZeroGradient
+from _traps import ZeroGradient, binary_linear
 from torch import nn
 
 from multirobust import attacks
 
 
-def _binary(d=64, n=20, seed=0):
-    """A binary linear classifier whose examples sit at score ±0.4: the ℓ∞ optimum at ε = 0.1
-    moves the score by 0.1·‖w‖₁ ≈ 5 (≫ 0.4), while a random ±0.1 step moves it by about
-    0.1·‖w‖₂ ≈ 0.8 in standard deviation, so only an attack that follows the slope breaks all."""
-    g = torch.Generator().manual_seed(seed)
-    w = torch.randn(d, generator=g)
-    model = nn.Sequential(nn.Flatten(), nn.Linear(d, 2))
-    with torch.no_grad():
-        model[1].weight.copy_(torch.stack([torch.zeros(d), w]))
-        model[1].bias.zero_()
-    x = 0.5 + 0.02 * torch.rand(n, 1, 8, 8, generator=g)
-    score = torch.where(torch.arange(n) % 2 == 0, 0.4, -0.4)
-    x = x + ((score - x.flatten(1) @ w) / (w @ w)).view(-1, 1, 1, 1) * w.view(1, 1, 8, 8)
-    y = (score > 0).long()
-    return model.eval(), x.clamp(0, 1), y, w
+def _binary(n=20):
+    """:func:`_traps.binary_linear` with every example at score ±0.4, 0.02 from 0.5."""
+    return binary_linear(n=n, low=0.4, high=0.4, noise=0.02)
 
 
 def test_linear_model_reaches_the_analytic_optimum():

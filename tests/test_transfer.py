@@ -3,30 +3,18 @@ blocked. The attack contract is covered by test_attack_contracts.py."""
 
 import pytest
 import torch
-from _traps import ZeroGradient
+from _traps import ZeroGradient, binary_linear
 from torch import nn
 
 from multirobust import attacks
 from multirobust.attacks.transfer import distill_surrogate
 
 
-def _binary(d=64, seed=0):
-    """Binary linear model, scores ±(0.5…1): breakable at ε∞ = 0.1 (the best step moves the
-    score by 0.1·‖w‖₁ ≈ 5), not by chance (a random ±0.1 step moves it by about 0.1·‖w‖₂ ≈ 0.8
-    in standard deviation, and APGD never leaves its random start on a zero gradient)."""
-    g = torch.Generator().manual_seed(seed)
-    w = torch.randn(d, generator=g)
-    model = nn.Sequential(nn.Flatten(), nn.Linear(d, 2))
-    with torch.no_grad():
-        model[1].weight.copy_(torch.stack([torch.zeros(d), w]))
-        model[1].bias.zero_()
-    x = 0.5 + 0.05 * torch.rand(40, 1, 8, 8, generator=g)
-    score = torch.where(torch.arange(40) % 2 == 0, 1.0, -1.0) * (
-        0.5 + 0.5 * torch.rand(40, generator=g)
-    )
-    x = x + ((score - x.flatten(1) @ w) / (w @ w)).view(-1, 1, 1, 1) * w.view(1, 1, 8, 8)
-    y = (score > 0).long()
-    return model.eval(), x.clamp(0, 1), y
+def _binary():
+    """Binary linear model, scores ±(0.5…1): breakable at ε∞ = 0.1, not by chance
+    (:func:`_traps.binary_linear`; APGD never leaves its random start on a zero gradient)."""
+    model, x, y, _ = binary_linear()
+    return model, x, y
 
 
 def test_blocked_gradients_stop_apgd_but_not_a_transfer_from_the_twin():
