@@ -3,16 +3,16 @@
 The ``standard`` preset is AutoAttack's standard suite (Croce & Hein 2020) for ℓp balls plus
 sparse-rs: APGD with cross-entropy, targeted APGD with the DLR loss over the top 9 classes (two
 runs per class where AutoAttack has one), FAB-T over the top 9 classes (Croce & Hein 2020), then
-a black-box attack with 5000 queries, so that
-masked gradients cannot hide a weakness: Square (Andriushchenko et al. 2020) for ℓ∞ and ℓ2, and
-for ℓ1 the sparse random search of :mod:`multirobust.attacks.sparse_rs` (ℓ1 is where
-ℓ∞-trained MNIST models hide most behind masked gradients: see docs/results.md). Under ℓ1 the
-APGD runs are APGD-ℓ1 with adaptive sparsity and the 3ε → 2ε → ε schedule, as AutoAttack's ℓ1
-version runs them: 5 restarts of APGD-CE (Croce & Hein 2021); APGD-T goes over the top 9 classes
-(AutoAttack's ℓ1 version: 5). Where the input gradient is masked, the black box runs once more
-with 20,000 queries × 3 restarts on those examples (``masked_queries``). Spatial threats get the exhaustive grid of Engstrom et al. (2019); affine threats APGD at each λ
-of a grid (Tramèr & Boneh 2019) with the members' losses, and their black-box searches at the
-endpoints (:mod:`multirobust.attacks.affine`).
+a black-box attack with 5000 queries, so that masked gradients cannot hide a weakness: Square
+(Andriushchenko et al. 2020) for ℓ∞ and ℓ2, and for ℓ1 the sparse random search of
+:mod:`multirobust.attacks.sparse_rs` (ℓ1 is where ℓ∞-trained MNIST models hide most behind
+masked gradients: see docs/results.md). Under ℓ1 the APGD runs are APGD-ℓ1 with adaptive
+sparsity and the 3ε → 2ε → ε schedule, as AutoAttack's ℓ1 version runs them: 5 restarts of
+APGD-CE (Croce & Hein 2021); APGD-T goes over the top 9 classes (AutoAttack's ℓ1 version: 5).
+Where the input gradient is masked, the black box runs once more with 20,000 queries × 3
+restarts on those examples (``masked_queries``). Spatial threats get the exhaustive grid of
+Engstrom et al. (2019); affine threats APGD at each λ of a grid (Tramèr & Boneh 2019) with the
+members' losses, and their black-box searches at the endpoints (:mod:`multirobust.attacks.affine`).
 """
 
 from __future__ import annotations
