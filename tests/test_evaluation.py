@@ -25,6 +25,8 @@ FAST = get("standard").with_options(
     translations=3,
     affine_lambdas=3,
     affine_steps=10,
+    masked_queries=300,
+    masked_restarts=1,
 )
 THREATS = ["linf:0.1", "l2:1", "spatial:20,2", "affine(linf:0.1,l1:5)"]
 

@@ -10,7 +10,7 @@ from click.testing import CliRunner
 
 from multirobust import data, models
 from multirobust.cli import main as cli
-from multirobust.evaluation import evaluate, presets
+from multirobust.evaluation import curve, evaluate, presets
 from multirobust.evaluation.presets import AttackSpec
 
 ZOO = Path(__file__).resolve().parents[1] / "zoo"
@@ -250,6 +250,40 @@ def test_no_grid_and_no_longer_run_where_gradients_are_fine(mnist_model, mnist_t
     assert out.queries == off.threats["linf:0.02"].queries  # it never ran
     assert "landscapes" not in on.settings and "landscape" not in out.attacks
     assert on.check("zero-gradients") == []
+
+
+class _Counting(torch.nn.Module):
+    """Counts the examples sent through the model."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.model, self.seen = model, 0
+
+    def forward(self, x):
+        self.seen += x.shape[0]
+        return self.model(x)
+
+
+def _curve_passes(model, x, y, masked):
+    counting = _Counting(model)
+    quick = presets.get("quick").with_options(transfer=False, queries=20, masked_queries=masked)
+    c = curve(counting, x, y, threat_type="linf", eps_list=[0.05], progress=False, preset=quick)
+    return counting.seen, c.accuracy
+
+
+def test_curves_skip_the_longer_black_box_where_gradients_are_fine(mnist_model, mnist_test):
+    x, y = mnist_test.images[:8], mnist_test.labels[:8]
+    with_run, without = _curve_passes(mnist_model, x, y, 2000), _curve_passes(mnist_model, x, y, 0)
+    # It never ran: only the gradient test's one pass over the examples left.
+    assert with_run[1] == without[1]
+    assert with_run[0] <= without[0] + len(y)
+
+
+@pytest.mark.slow
+def test_curves_run_the_longer_black_box_where_gradients_are_masked(mnist_model, mnist_test):
+    x, y = mnist_test.images[:8], mnist_test.labels[:8]
+    trap = ZeroGradient(mnist_model)
+    assert _curve_passes(trap, x, y, 2000)[0] > _curve_passes(trap, x, y, 0)[0] + 2000
 
 
 # ---------------------------------------------------------------------------- carry-over

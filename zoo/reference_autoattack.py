@@ -38,7 +38,7 @@ import torch
 from multirobust import data, models
 from multirobust.atomic import write_json_atomic
 
-MODELS = ["max", "msd", "pgd-linf", "pgd-l1"]
+MODELS = ["max", "msd", "pgd-linf", "pgd-l1", "standard", "pgd-l2", "avg", "random"]
 THREATS = ["linf:0.3", "l2:2", "l1:10"]
 _NORM = {"linf": "Linf", "l2": "L2", "l1": "L1"}
 

@@ -20,7 +20,7 @@ from ..models.state import attack_mode
 from ..threats import lp_ball
 from . import distributed as _dist
 from . import presets
-from .checks import LogProbabilities, looks_like_probabilities, two_calls
+from .checks import LogProbabilities, looks_like_probabilities, masked_gradients, two_calls
 from .inputs import DataArg, as_tensors, on_model, stable_seed
 from .report import Curve
 
@@ -119,6 +119,12 @@ def curve(
                     if rows.numel() == 0:
                         bar.update(len(specs) - done)  # nothing left to attack at this ε
                         break
+                    if spec.masked_only:
+                        # As in the table: only where the input gradient is masked.
+                        rows = rows[masked_gradients(attacked, x[rows], labels[rows])]
+                        if rows.numel() == 0:
+                            bar.update(1)
+                            continue
                     attack = spec.build(threat)
                     offsets = list(range(0, rows.numel(), batch_size))
                     broken: list[int] = []
