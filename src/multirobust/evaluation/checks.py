@@ -20,6 +20,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..threats import LpBall
+from .landscapes import LANDSCAPE_ATTACK
 from .report import CATALOGUE as CATALOGUE  # the names of the checks below
 from .report import Check
 
@@ -34,8 +35,6 @@ ZERO_FRACTION = 0.1
 #: The checks that say the model's input gradient cannot be trusted: the evaluation answers
 #: them with attacks that do without it (:func:`masked_fallback_check`).
 MASKED_GRADIENT_CHECKS = ("no-gradient-path", "zero-gradients", "non-finite-gradients")
-#: The ``broken_by`` label of the landscape grid (evaluation/landscapes.py).
-_GRID = "landscape"
 
 
 class LogProbabilities(nn.Module):
@@ -231,7 +230,7 @@ def masked_fallback_check(
         specs = ensembles.get(key, [])
         free = [s.label for s in specs if not s.white_box]
         if key in grid:
-            free.append(_GRID)
+            free.append(LANDSCAPE_ATTACK)
         if not free:
             continue
         counts = Counter(b for b in outcome.broken_by if b in free)
@@ -254,15 +253,15 @@ def masked_fallback_check(
             if extra
             else ""
         )
-        grid = (
+        searched = (
             " It searched a grid of each ball around the examples still robust (the landscape "
             "pass)."
-            if any(_GRID in counts for counts in broke.values())
+            if grid
             else ""
         )
         done = (
             " What the evaluation did: it ran attacks that do not use the model's gradient."
-            f"{only}{grid} Examples each of them broke first: {per_threat}. The numbers are "
+            f"{only}{searched} Examples each of them broke first: {per_threat}. The numbers are "
             "still an upper bound: an adversary who knows the trick (BPDA, the undefended twin: "
             "pass it as surrogate=, --surrogate) may break more."
         )

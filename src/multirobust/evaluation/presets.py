@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .. import attacks
+from ..attacks.base import check_nonneg_int, check_positive_int
 from ..threats import L1Ball, L2Ball, LinfBall, Threat
 
 
@@ -153,13 +154,10 @@ class Preset:
                 f"Invalid black_box_again: {again!r} (must be an integer >= 0, the most runs "
                 "of the black-box attack after its first)"
             )
-        tr = self.targeted_restarts
-        if tr is not None and (not isinstance(tr, int) or isinstance(tr, bool) or tr < 1):
-            raise ValueError(f"Invalid targeted_restarts: {tr!r} (must be an integer >= 1 or None)")
-        for name in ("masked_queries", "masked_restarts"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value < 0:
-                raise ValueError(f"Invalid {name}: {value!r} (must be an integer >= 0)")
+        if self.targeted_restarts is not None:
+            check_positive_int("targeted_restarts", self.targeted_restarts)
+        check_nonneg_int("masked_queries", self.masked_queries)
+        check_nonneg_int("masked_restarts", self.masked_restarts)
         if self.masked_queries and not self.masked_restarts:
             raise ValueError("Invalid masked_restarts: 0 (must be >= 1 when masked_queries > 0)")
 
