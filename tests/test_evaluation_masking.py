@@ -279,6 +279,28 @@ def test_curves_skip_the_longer_black_box_where_gradients_are_fine(mnist_model, 
     assert with_run[0] <= without[0] + len(y)
 
 
+def test_curves_run_the_black_box_again_only_after_a_run_that_broke_something(
+    mnist_model, mnist_test
+):
+    """At ε = 0.001 Square breaks nothing, so its "again" runs (square-2, ...) never start, as
+    in the table; before, the curve ran them all regardless."""
+    x, y = mnist_test.images[:8], mnist_test.labels[:8]
+
+    def passes(again):
+        counting = _Counting(mnist_model)
+        quick = presets.get("quick").with_options(
+            transfer=False, queries=20, masked_queries=0, black_box_again=again
+        )
+        c = curve(
+            counting, x, y, threat_type="linf", eps_list=[0.001], progress=False, preset=quick
+        )
+        return counting.seen, c.accuracy
+
+    with_again, without = passes(2), passes(0)
+    assert with_again == without
+    assert without[1][0] > 0.5  # nothing broke: the case where the reruns are skipped
+
+
 @pytest.mark.slow
 def test_curves_run_the_longer_black_box_where_gradients_are_masked(mnist_model, mnist_test):
     x, y = mnist_test.images[:8], mnist_test.labels[:8]
