@@ -198,6 +198,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 "trap": name,
                 "reported": reported,
                 "checks": sorted({c.name for c in rep.checks}),
+                # Which attack broke which example (first breaker), and how many each broke.
+                "broken_counts": rep.threats[key].broken_counts(),
+                "broken_by": list(rep.threats[key].broken_by),
                 "with_landscape_grid": with_grid,
                 "grid_broke": len(grid_broken),
                 "informed": informed,

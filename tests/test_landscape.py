@@ -599,3 +599,7 @@ def test_benchmark_scripts_run(tmp_path):
     assert set(rows) == {"quantised", "blocked", "saturated", "noisy"}
     for r in rows.values():
         assert 0 <= r["with_landscape_grid"] <= r["reported"] <= 1
+        # Per example, the attack that broke it (None: robust, or wrong on the clean input).
+        assert len(r["broken_by"]) == 12
+        assert sum(r["broken_counts"].values()) == sum(b is not None for b in r["broken_by"])
+        assert r["broken_by"].count(None) >= round(12 * r["reported"])
