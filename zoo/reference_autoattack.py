@@ -20,7 +20,8 @@ stand-ins are put in their place. Each side writes
 one JSON file per model (per-example robustness per threat, seconds) into ``--out``, so the
 runs can be made at different times and resumed model by model; ``--side table`` prints the
 robust accuracies and, per model and threat, how many examples one side breaks and the other
-does not.
+does not. ``--seed S --threats T ...`` run AutoAttack's side under another seed and for some
+threats only (its run-to-run spread; write those to another ``--out``).
 """
 
 from __future__ import annotations
@@ -50,7 +51,12 @@ def _norm(delta: torch.Tensor, kind: str) -> torch.Tensor:
 
 
 def run_autoattack(
-    model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, threat: str, reference: Path
+    model: torch.nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    threat: str,
+    reference: Path,
+    seed: int = 0,
 ) -> dict:
     """AutoAttack's standard version under ``threat``: per-example robustness and its log."""
     if str(reference) not in sys.path:
@@ -60,7 +66,7 @@ def run_autoattack(
     kind, eps_text = threat.split(":")
     eps = float(eps_text)
     adversary = AutoAttack(
-        model, norm=_NORM[kind], eps=eps, version="standard", device="cpu", seed=0, verbose=True
+        model, norm=_NORM[kind], eps=eps, version="standard", device="cpu", seed=seed, verbose=True
     )
     log = io.StringIO()
     start = time.perf_counter()
@@ -150,6 +156,10 @@ def table(out: Path, names: list[str]) -> list[str]:
         if ours is None or ref is None:
             lines.append(f"| `{name}` | (missing: run --side ours and --side autoattack) ||||||")
             continue
+        missing = [t for t in THREATS if t not in ref]
+        if missing:  # a run of some threats only (--threats)
+            lines.append(f"| `{name}` | (AutoAttack not run for {', '.join(missing)}) ||||||")
+            continue
         union_o = union_r = None
         for threat in [*THREATS, "union"]:
             if threat == "union":
@@ -188,6 +198,12 @@ def main() -> None:
     parser.add_argument("--zoo", type=Path, default=Path(__file__).resolve().parent)
     parser.add_argument("--out", type=Path, default=Path("runs/strength/reference"))
     parser.add_argument("--resume", action="store_true", help="skip models already written")
+    parser.add_argument(
+        "--seed", type=int, default=0, help="AutoAttack's seed (its run-to-run spread; 0 above)"
+    )
+    parser.add_argument(
+        "--threats", nargs="+", default=THREATS, choices=THREATS, help="AutoAttack's side only"
+    )
     args = parser.parse_args()
     if args.side == "table":
         print("\n".join(table(args.out, args.models)))
@@ -208,8 +224,9 @@ def main() -> None:
         model = models.load(args.zoo / f"{name}.pt").eval()
         result: dict = {"model": name, "n": args.n, "torch": torch.__version__}
         if args.side == "autoattack":
-            for threat in THREATS:
-                result[threat] = run_autoattack(model, x, y, threat, args.reference)
+            result["seed"] = args.seed
+            for threat in args.threats:
+                result[threat] = run_autoattack(model, x, y, threat, args.reference, args.seed)
                 acc = sum(result[threat]["robust"]) / args.n
                 print(
                     f"{name} {threat}: AutoAttack {acc:.1%} ({result[threat]['seconds']:.0f} s)",
