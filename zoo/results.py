@@ -102,9 +102,24 @@ def _union_flags(report: dict, keys: list[str]) -> list[int]:
     return [int(all(report["threats"][k]["robust"][i] for k in keys)) for i in range(report["n"])]
 
 
+def _paired(a: list[int], b: list[int]) -> tuple[float, float, float]:
+    """Mean of the per-example difference a − b in points, with a 95% normal interval."""
+    d = [x - y for x, y in zip(a, b, strict=True)]
+    n = len(d)
+    mean = sum(d) / n
+    sd = (sum((x - mean) ** 2 for x in d) / (n - 1)) ** 0.5 if n > 1 else 0.0
+    half = 1.96 * sd / n**0.5
+    return 100 * mean, 100 * (mean - half), 100 * (mean + half)
+
+
+#: Pairs of multi-perturbation models compared on the union, first minus second.
+PAIRS = [("avg", "max"), ("avg", "msd"), ("max", "msd"), ("avg", "random")]
+
+
 def _paired_table(folder: Path) -> None:
     """Union ℓp of each multi-perturbation model minus the best single-threat model's, on the
-    same examples: the mean paired difference with a 95% normal interval."""
+    same examples: the mean paired difference with a 95% normal interval; then the same
+    difference between pairs of multi-perturbation models."""
     reports = {
         name: json.loads((folder / name / "report.json").read_text())
         for name in MULTI + SINGLE
@@ -120,13 +135,16 @@ def _paired_table(folder: Path) -> None:
     for name in MULTI:
         if name not in reports:
             continue
-        d = [a - b for a, b in zip(_union_flags(reports[name], LP), base, strict=True)]
-        n = len(d)
-        mean = sum(d) / n
-        sd = (sum((x - mean) ** 2 for x in d) / (n - 1)) ** 0.5 if n > 1 else 0.0
-        half = 1.96 * sd / n**0.5
-        lo, hi = 100 * (mean - half), 100 * (mean + half)
-        print(f"| `{name}` | {100 * mean:+.1f} | [{lo:+.1f}, {hi:+.1f}] |")
+        mean, lo, hi = _paired(_union_flags(reports[name], LP), base)
+        print(f"| `{name}` | {mean:+.1f} | [{lo:+.1f}, {hi:+.1f}] |")
+    pairs = [(a, b) for a, b in PAIRS if a in reports and b in reports]
+    if pairs:
+        print()
+        cells = []
+        for a, b in pairs:
+            mean, lo, hi = _paired(_union_flags(reports[a], LP), _union_flags(reports[b], LP))
+            cells.append(f"{a} − {b} {mean:+.1f} [{lo:+.1f}, {hi:+.1f}]")
+        print("Union ℓp, paired: " + "; ".join(cells))
 
 
 def _evidence(check: dict) -> str:
