@@ -24,6 +24,7 @@ import torch
 from multirobust import data, models
 from multirobust.atomic import write_json_atomic
 from multirobust.attacks import create
+from multirobust.threats import LpBall
 from multirobust.threats import parse as parse_threat
 
 _NORM = {"linf": "Linf", "l2": "L2"}
@@ -39,13 +40,12 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--reference", type=Path, default=Path("/work/ref/auto-attack"))
     ap.add_argument("--json", type=Path, default=None)
     args = ap.parse_args(argv)
-    kind, eps_text = args.threat.split(":")
-    if kind not in _NORM:
-        raise SystemExit(f"--threat must be linf:EPS or l2:EPS, not {args.threat!r}")
     try:
-        parse_threat(args.threat)  # a malformed radius is named before any work starts
+        threat = parse_threat(args.threat)  # a malformed radius is named before any work starts
     except ValueError as err:
         raise SystemExit(str(err)) from None
+    if not isinstance(threat, LpBall) or threat.name not in _NORM:
+        raise SystemExit(f"--threat must be linf:EPS or l2:EPS, not {args.threat!r}")
     if args.seeds < 1:
         raise SystemExit(f"--seeds must be at least 1, not {args.seeds}")
     if not (args.reference / "autoattack").is_dir():
@@ -59,7 +59,7 @@ def main(argv: list[str] | None = None) -> dict:
         APGDAttack_targeted,
     )
 
-    eps = float(eps_text)
+    kind, eps = threat.name, float(threat.eps)
     test = data.load("mnist", "test", limit=args.n)
     x, y = test.images, test.labels
     result: dict = {"n": args.n, "threat": args.threat, "torch": torch.__version__, "models": {}}
