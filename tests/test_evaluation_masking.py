@@ -11,6 +11,7 @@ from click.testing import CliRunner
 from multirobust import data, models
 from multirobust.cli import main as cli
 from multirobust.evaluation import curve, evaluate, presets
+from multirobust.evaluation.passes import PassCounter
 from multirobust.evaluation.presets import AttackSpec
 
 ZOO = Path(__file__).resolve().parents[1] / "zoo"
@@ -252,23 +253,11 @@ def test_no_grid_and_no_longer_run_where_gradients_are_fine(mnist_model, mnist_t
     assert on.check("zero-gradients") == []
 
 
-class _Counting(torch.nn.Module):
-    """Counts the examples sent through the model."""
-
-    def __init__(self, model):
-        super().__init__()
-        self.model, self.seen = model, 0
-
-    def forward(self, x):
-        self.seen += x.shape[0]
-        return self.model(x)
-
-
 def _curve_passes(model, x, y, masked):
-    counting = _Counting(model)
+    counting = PassCounter(model)
     quick = presets.get("quick").with_options(transfer=False, queries=20, masked_queries=masked)
     c = curve(counting, x, y, threat_type="linf", eps_list=[0.05], progress=False, preset=quick)
-    return counting.seen, c.accuracy
+    return counting.forward_passes, c.accuracy
 
 
 def test_curves_skip_the_longer_black_box_where_gradients_are_fine(mnist_model, mnist_test):
@@ -287,14 +276,14 @@ def test_curves_run_the_black_box_again_only_after_a_run_that_broke_something(
     x, y = mnist_test.images[:8], mnist_test.labels[:8]
 
     def passes(again):
-        counting = _Counting(mnist_model)
+        counting = PassCounter(mnist_model)
         quick = presets.get("quick").with_options(
             transfer=False, queries=20, masked_queries=0, black_box_again=again
         )
         c = curve(
             counting, x, y, threat_type="linf", eps_list=[0.001], progress=False, preset=quick
         )
-        return counting.seen, c.accuracy
+        return counting.forward_passes, c.accuracy
 
     with_again, without = passes(2), passes(0)
     assert with_again == without
