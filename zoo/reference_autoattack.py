@@ -20,7 +20,7 @@ stand-ins are put in their place. Each side writes
 one JSON file per model (per-example robustness per threat, seconds) into ``--out``, so the
 runs can be made at different times and resumed model by model; ``--side table`` prints the
 robust accuracies and, per model and threat, how many examples one side breaks and the other
-does not. ``--seed S`` runs AutoAttack's side under another seed (its run-to-run spread) and
+does not. ``--seed S`` runs either side under another seed (its run-to-run spread) and
 ``--threats T ...`` either side for some threats only (``--side ours --preset thorough
 --threats l2:2``); write those to another ``--out``. The table compares the threats both sides
 ran, and the union only when both ran all three.
@@ -133,12 +133,13 @@ def run_ours(
     y: torch.Tensor,
     preset: str,
     threats: list[str] = THREATS,
+    seed: int = 0,
 ) -> dict:
-    """multirobust's evaluation with ``preset`` under ``threats`` at once."""
+    """multirobust's evaluation with ``preset`` under ``threats`` at once, seeded with ``seed``."""
     from multirobust.evaluation import evaluate
 
     start = time.perf_counter()
-    report = evaluate(model, x, y, threats=threats, preset=preset, progress=False)
+    report = evaluate(model, x, y, threats=threats, preset=preset, seed=seed, progress=False)
     seconds = time.perf_counter() - start
     out: dict = {"seconds": seconds, "preset": preset, "checks": [c.name for c in report.checks]}
     for threat in threats:
@@ -208,7 +209,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("runs/strength/reference"))
     parser.add_argument("--resume", action="store_true", help="skip models already written")
     parser.add_argument(
-        "--seed", type=int, default=0, help="AutoAttack's seed (its run-to-run spread; 0 above)"
+        "--seed", type=int, default=0, help="either side's seed (its run-to-run spread; 0 above)"
     )
     parser.add_argument(
         "--threats", nargs="+", default=THREATS, choices=THREATS, help="some threats only"
@@ -246,7 +247,8 @@ def main() -> None:
             acc = sum(result["l1:10"]["robust"]) / args.n
             print(f"{name} l1:10: adv_lib {acc:.1%}", flush=True)
         else:
-            result.update(run_ours(model, x, y, args.preset, args.threats))
+            result["seed"] = args.seed
+            result.update(run_ours(model, x, y, args.preset, args.threats, args.seed))
             accs = ", ".join(f"{t} {sum(result[t]['robust']) / args.n:.1%}" for t in args.threats)
             print(f"{name}: ours {accs} ({result['seconds']:.0f} s)", flush=True)
         write_json_atomic(path, result)
