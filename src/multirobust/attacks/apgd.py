@@ -445,18 +445,7 @@ class APGDTargeted(APGD):
 
     def _targeted(self, sub: Context, targets: torch.Tensor) -> torch.Tensor:
         """The runs towards ``targets`` on the examples of ``sub`` (judged by ``sub``'s goal)."""
-        targeted = Context(
-            model=sub.model,
-            x=sub.x,
-            y=sub.y,
-            targets=targets,
-            generator=sub.generator,
-            threat=sub.threat,
-            loss=sub.loss,
-            goal_met=sub.goal_met,
-            counter=sub.counter,
-        )
-        return self._restarts(targeted)[0]
+        return self._restarts(dataclasses.replace(sub, targets=targets))[0]
 
     def _run(self, ctx: Context) -> tuple[torch.Tensor, ThreatParams | None]:
         if ctx.targets is not None:
