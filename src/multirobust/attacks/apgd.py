@@ -456,7 +456,9 @@ class APGDTargeted(APGD):
         n_targets = min(self.target_classes, logits.shape[1] - 1)
         x_adv = ctx.x.clone()
         found = torch.zeros(ctx.x.shape[0], dtype=torch.bool, device=ctx.x.device)
-        # The smallest scale-free margin each example reached, and towards which class.
+        # The smallest scale-free margin each example reached, and towards which class (tracked
+        # only for the near-miss runs; the scale-free margin needs 3 classes).
+        track = self.near_miss_runs > 0 and logits.shape[1] >= 3
         closest = torch.full(found.shape, math.inf, device=ctx.x.device, dtype=logits.dtype)
         closest_target = order[:, 0].clone()
         for j in range(n_targets):
@@ -469,16 +471,16 @@ class APGDTargeted(APGD):
             with torch.no_grad():
                 cand_logits = ctx.model(cand)
                 hit = sub.met(cand_logits)
-                margin = -dlr(cand_logits, sub.y) if logits.shape[1] >= 3 else None
             x_adv[rows[hit]] = cand[hit]
             if j == 0:
                 x_adv[rows[~hit]] = cand[~hit]
             found[rows] |= hit
-            if margin is not None:
+            if track:
+                margin = -dlr(cand_logits, sub.y)  # logits of a no-grad pass
                 nearer = margin < closest[rows]
                 closest[rows[nearer]] = margin[nearer]
                 closest_target[rows[nearer]] = order[rows, j][nearer]
-        if self.near_miss_runs > 0:
+        if track:
             rows = ((~found) & (closest < self.near_miss_margin)).nonzero().flatten()
             if rows.numel():
                 sub = ctx.subset(rows)
